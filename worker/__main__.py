@@ -1,0 +1,67 @@
+"""python -m worker dev | start | connect   (livekit-agents' CLI)
+python -m worker provision                (inbound trunk + dispatch rule)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .hold.audio import HoldAudioError
+from .settings import SettingsError, load_settings
+
+USAGE = __doc__ or ""
+
+
+def _fail(msg: str) -> None:
+    print(f"config error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_livekit_env(argv: list[str]) -> None:
+    """LiveKit's URL and key pair come from the environment or the CLI flags."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    for name, flag in (
+        ("LIVEKIT_URL", "--url"),
+        ("LIVEKIT_API_KEY", "--api-key"),
+        ("LIVEKIT_API_SECRET", "--api-secret"),
+    ):
+        if not os.environ.get(name) and flag not in given:
+            _fail(f"{name} is not set (or pass {flag})")
+    url = os.environ.get("LIVEKIT_URL", "")
+    if url and not url.startswith(("ws://", "wss://", "http://", "https://")):
+        _fail(f"LIVEKIT_URL: must start with ws://, wss://, http:// or https:// (got {url!r})")
+
+
+def main(argv: list[str]) -> None:
+    cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "provision":
+        from .provision import main as provision_main
+
+        raise SystemExit(provision_main(argv[2:]))
+
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        _fail(str(e))
+    from .server import build_server, hold_audio
+
+    try:
+        audio = hold_audio(settings)
+    except HoldAudioError as e:
+        _fail(f"HOLD_AUDIO: {e}")
+    if cmd in ("dev", "start", "connect"):
+        _check_livekit_env(argv[2:])
+    print(
+        f"hold worker: agent {settings.agent_name!r}, hold audio {audio.path} "
+        f"({audio.seconds:.1f} s, {audio.source_rate} Hz x{audio.source_channels} -> 48 kHz mono)",
+        file=sys.stderr,
+    )
+
+    from livekit.agents import cli
+
+    cli.run_app(build_server(settings))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

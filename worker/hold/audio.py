@@ -1,0 +1,135 @@
+"""Decode hold audio once per process per file into a shared read-only loop.
+
+Any format libsndfile reads (WAV, FLAC, OGG/Vorbis/Opus, MP3), any sample
+rate, channel count or bit depth becomes 48 kHz mono float32, normalised and
+with a click-free loop seam. The result is cached per (path, mtime, size,
+level) so every call in a process shares one copy; the array is marked
+read-only so no call can change it under another.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .dsp import Audio, make_seamless_loop, normalise, rms_dbfs
+
+SAMPLE_RATE = 48_000
+SEAM_CROSSFADE_S = 0.05
+_BLOCK_FRAMES = 65_536
+
+
+class HoldAudioError(ValueError):
+    """A hold file that cannot be used; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class HoldAudio:
+    path: str
+    samples: Audio  # 48 kHz mono float32, read-only, loops seamlessly
+    source_rate: int
+    source_channels: int
+    source_format: str
+    level_dbfs: float
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[0] / SAMPLE_RATE
+
+
+_cache: dict[tuple[str, int, int, float, float], HoldAudio] = {}
+_cache_lock = threading.Lock()
+
+
+def load_hold_audio(path: str | Path, *, level_dbfs: float, max_seconds: float) -> HoldAudio:
+    """Decode (or return the cached decode of) a hold file.
+
+    Thread-safe: under the thread executor several calls may ask at once;
+    the lock makes the first decode and the rest wait for it.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise HoldAudioError(f"hold audio file not found: {p}") from None
+    except OSError as e:
+        raise HoldAudioError(f"hold audio file unreadable: {p}: {e.strerror}") from None
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, level_dbfs, max_seconds)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is None:
+            hit = _decode(p, level_dbfs=level_dbfs, max_seconds=max_seconds)
+            _cache[key] = hit
+        return hit
+
+
+def _decode(p: Path, *, level_dbfs: float, max_seconds: float) -> HoldAudio:
+    if not p.is_file():
+        raise HoldAudioError(f"hold audio is not a file: {p}")
+    try:
+        f = sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise HoldAudioError(f"hold audio is not a readable audio file: {p}: {e}") from None
+    except PermissionError:
+        raise HoldAudioError(f"hold audio file unreadable (permission denied): {p}") from None
+    with f:
+        rate, channels, fmt = f.samplerate, f.channels, f.format
+        max_frames = int(max_seconds * rate)
+        # Refuse before decoding when the header says it is too long; for
+        # formats whose length is only an estimate (MP3), stop while reading.
+        if f.frames > max_frames and f.frames < 2**62:
+            raise HoldAudioError(
+                f"hold audio too long: {p}: {f.frames / rate:.0f} s, limit is {max_seconds:.0f} s "
+                "(HOLD_MAX_AUDIO_SECONDS)"
+            )
+        blocks: list[np.ndarray] = []
+        total = 0
+        try:
+            while True:
+                block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                total += block.shape[0]
+                if total > max_frames:
+                    raise HoldAudioError(
+                        f"hold audio too long: {p}: more than {max_seconds:.0f} s "
+                        "(HOLD_MAX_AUDIO_SECONDS)"
+                    )
+                # Down-mix now, block by block, so a stereo file never
+                # costs twice its mono size in memory.
+                blocks.append(block.mean(axis=1, dtype=np.float32))
+        except sf.LibsndfileError as e:
+            raise HoldAudioError(f"hold audio is corrupt: {p}: {e}") from None
+    if total == 0:
+        raise HoldAudioError(f"hold audio has no samples: {p}")
+    mono = np.concatenate(blocks).astype(np.float32, copy=False)
+    if rate != SAMPLE_RATE:
+        # soxr: band-limited, high quality; the same resampler livekit-sip
+        # links. Hand-written interpolation would alias on 8 kHz sources.
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    if not np.all(np.isfinite(mono)):
+        raise HoldAudioError(f"hold audio contains invalid samples (NaN/Inf): {p}")
+    if mono.shape[0] < int(0.2 * SAMPLE_RATE):
+        raise HoldAudioError(f"hold audio too short to loop (under 200 ms): {p}")
+    if rms_dbfs(mono) <= -90.0:
+        raise HoldAudioError(f"hold audio is silent: {p}")
+    looped = make_seamless_loop(normalise(mono, level_dbfs), int(SEAM_CROSSFADE_S * SAMPLE_RATE))
+    looped.setflags(write=False)
+    return HoldAudio(
+        path=str(p),
+        samples=looped,
+        source_rate=rate,
+        source_channels=channels,
+        source_format=fmt,
+        level_dbfs=rms_dbfs(looped),
+    )
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()

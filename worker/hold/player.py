@@ -1,0 +1,105 @@
+"""HoldPlayer: pushes the shared hold loop into an rtc.AudioSource for one call.
+
+Pacing. The pusher keeps between one and two chunks queued in the source
+(default 100-200 ms). It never blocks inside capture_frame: it sleeps until
+less than one chunk is queued and then pushes the next, so a capture is never
+in flight when the queue is flushed.
+
+Chunk size. 100 ms chunks cost about 0.55 % of a core per stream against
+3.3 % for 10 ms frames (measured offline on this machine; bench/), and two
+queued chunks ride out 100 ms stalls of a busy event loop without a gap.
+
+Handoff without waiting for the queue. A fade (or a resume) flushes what is
+queued, steps the loop cursor back by what was dropped, and re-renders from
+the sample the caller is hearing now with the new gain curve. So the fade
+starts within a few milliseconds of the request, whatever the chunk size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from livekit import rtc
+
+from .audio import SAMPLE_RATE, HoldAudio
+from .dsp import GainRamp, LoopCursor, float_to_int16
+
+TRACK_NAME = "hold-audio"
+
+
+class HoldPlayer:
+    def __init__(self, audio: HoldAudio, *, chunk_ms: int = 100) -> None:
+        self._chunk = SAMPLE_RATE * chunk_ms // 1000
+        # Room for the two chunks we keep queued plus slack, so capture_frame
+        # returns at once and never waits for space.
+        self._source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=4 * chunk_ms)
+        self.track = rtc.LocalAudioTrack.create_audio_track(TRACK_NAME, self._source)
+        self._cursor = LoopCursor(audio.samples)
+        self._gain = GainRamp(1.0)
+        self._wake = asyncio.Event()
+        self._silent = asyncio.Event()  # set while the gain has settled at 0
+        self._task: asyncio.Task[None] | None = None
+        self.frames_pushed = 0
+
+    @property
+    def chunk_samples(self) -> int:
+        return self._chunk
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="hold-player")
+
+    async def _run(self) -> None:
+        low_water = self._chunk / SAMPLE_RATE
+        while True:
+            queued = self._source.queued_duration
+            if queued > low_water:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), queued - low_water)
+                continue
+            await self._push_chunk()
+
+    async def _push_chunk(self) -> None:
+        chunk = self._cursor.read(self._chunk)
+        self._gain.apply(chunk)
+        frame = rtc.AudioFrame(float_to_int16(chunk).tobytes(), SAMPLE_RATE, 1, self._chunk)
+        # capture_frame sends the frame to the native queue before its first
+        # await, so a caller that clears the queue and then awaits this has no
+        # window in which the queue runs dry.
+        await self._source.capture_frame(frame)
+        self.frames_pushed += 1
+        if self._gain.settled and self._gain.target == 0.0:
+            self._silent.set()
+        else:
+            self._silent.clear()
+
+    async def _restart(self, target_gain: float, fade_ms: int) -> None:
+        """Drop queued audio, rewind to the sample being heard now, and push
+        the first chunk of the new gain curve at once."""
+        queued = int(round(self._source.queued_duration * SAMPLE_RATE))
+        self._source.clear_queue()
+        self._cursor.rewind(queued)
+        self._gain.ramp_to(target_gain, SAMPLE_RATE * fade_ms // 1000)
+        self._silent.clear()
+        await self._push_chunk()
+        self._wake.set()
+
+    async def fade_out(self, fade_ms: int) -> None:
+        """Fade to silence from now; returns once the silence has been played out."""
+        await self._restart(0.0, fade_ms)
+        await self._silent.wait()
+        await asyncio.sleep(self._source.queued_duration)
+
+    async def resume(self, fade_ms: int) -> None:
+        """Bring hold audio back up from wherever the fade had got to."""
+        await self._restart(1.0, fade_ms)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._source.aclose()

@@ -1,0 +1,225 @@
+"""The life of one held call as a pure state machine.
+
+    WAITING ──caller joins──► HOLDING ──agent audio live──► HANDING_OFF ──fade done──► DONE
+       │                         │  ▲                           │
+       │ no caller in time       │  └──every agent muted/gone───┘
+       ▼                         ▼                              ▼
+     DONE               max wait: hang up / transfer      caller hangs up ─► DONE
+                        caller hangs up ─► DONE
+
+Events go in with the time they happened; actions come out for the adapter
+(call.py) to carry out. Timers are data: `next_deadline()` says when the
+adapter must deliver a `Tick`. Nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+
+class State(StrEnum):
+    WAITING = "waiting"  # in the room, hold track published, no caller yet
+    HOLDING = "holding"  # caller present, hearing hold audio
+    HANDING_OFF = "handing_off"  # fading hold audio out under the agent
+    DONE = "done"  # left (or leaving); nothing more happens
+
+
+# ---- events -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallerJoined:
+    identity: str
+
+
+@dataclass(frozen=True)
+class CallerLeft:
+    reason: str = "caller hung up"
+
+
+@dataclass(frozen=True)
+class AgentAudio:
+    """A human agent's audio is live (subscribed, unmuted) or not any more."""
+
+    identity: str
+    live: bool
+
+
+@dataclass(frozen=True)
+class FadeDone:
+    fade_id: int
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time has passed; timers may be due."""
+
+
+@dataclass(frozen=True)
+class RoomClosed:
+    reason: str = "room closed"
+
+
+Event = CallerJoined | CallerLeft | AgentAudio | FadeDone | Tick | RoomClosed
+
+
+# ---- actions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartFade:
+    fade_id: int
+    agent: str
+
+
+@dataclass(frozen=True)
+class ResumeHold:
+    pass
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """Fade finished: unpublish the hold track and leave the room to them."""
+
+    agent: str
+
+
+@dataclass(frozen=True)
+class HangUp:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Transfer:
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Leave:
+    reason: str
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: State
+    previous: State
+
+
+Action = StartFade | ResumeHold | HandOver | HangUp | Transfer | Leave | StateChanged
+
+MaxWaitAction = Literal["hangup", "transfer"]
+
+
+@dataclass(frozen=True)
+class Timers:
+    caller_join_timeout: float = 30.0  # seconds in WAITING before giving up
+    max_wait: float = 0.0  # seconds on hold before the fallback; 0 = off
+    max_wait_action: MaxWaitAction = "hangup"
+    transfer_target: str = ""
+
+
+@dataclass
+class CallLifecycle:
+    started_at: float
+    timers: Timers = field(default_factory=Timers)
+    state: State = State.WAITING
+    caller: str | None = None
+    hold_started_at: float | None = None
+    live_agents: list[str] = field(default_factory=list)  # in order of going live
+    end_reason: str = ""
+    _fade_id: int = 0
+
+    # -- timers ---------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        if self.state is State.WAITING:
+            return self.started_at + self.timers.caller_join_timeout
+        if self.state is State.HOLDING and self.timers.max_wait > 0:
+            assert self.hold_started_at is not None
+            return self.hold_started_at + self.timers.max_wait
+        return None
+
+    # -- transitions ----------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        if self.state is State.DONE:
+            return []
+        # Agents going live or quiet are tracked in every state, so an agent
+        # who speaks before the caller arrives is handed the call on arrival.
+        if isinstance(event, AgentAudio):
+            self._track_agent(event)
+        before = self.state
+        actions = self._transition(event, now)
+        if self.state is not before:
+            actions.insert(0, StateChanged(self.state, before))
+        return actions
+
+    def _track_agent(self, event: AgentAudio) -> None:
+        if event.live and event.identity not in self.live_agents:
+            self.live_agents.append(event.identity)
+        elif not event.live and event.identity in self.live_agents:
+            self.live_agents.remove(event.identity)
+
+    def _transition(self, event: Event, now: float) -> list[Action]:
+        if isinstance(event, RoomClosed):
+            return self._end(event.reason, leave=False)
+        if isinstance(event, CallerLeft):
+            if self.state is State.WAITING and self.caller is None:
+                return []  # someone else's SIP leg; we have no caller yet
+            return self._end(event.reason)
+
+        if self.state is State.WAITING:
+            if isinstance(event, CallerJoined):
+                self.caller = event.identity
+                self.hold_started_at = now
+                self.state = State.HOLDING
+                if self.live_agents:
+                    return self._start_fade()
+                return []
+            if isinstance(event, Tick) and now >= self.started_at + self.timers.caller_join_timeout:
+                return self._end(
+                    f"no caller joined within {self.timers.caller_join_timeout:g} s"
+                )
+            return []
+
+        if self.state is State.HOLDING:
+            if isinstance(event, AgentAudio) and self.live_agents:
+                return self._start_fade()
+            deadline = self.next_deadline()
+            if isinstance(event, Tick) and deadline is not None and now >= deadline:
+                return self._max_wait_expired()
+            return []
+
+        # HANDING_OFF
+        if isinstance(event, AgentAudio) and not self.live_agents:
+            self.state = State.HOLDING
+            self._fade_id += 1  # a FadeDone of the cancelled fade is stale
+            return [ResumeHold()]
+        if isinstance(event, FadeDone) and event.fade_id == self._fade_id:
+            agent = self.live_agents[0]
+            self.state = State.DONE
+            self.end_reason = f"handed over to {agent}"
+            return [HandOver(agent)]
+        return []
+
+    def _start_fade(self) -> list[Action]:
+        self.state = State.HANDING_OFF
+        self._fade_id += 1
+        return [StartFade(self._fade_id, self.live_agents[0])]
+
+    def _max_wait_expired(self) -> list[Action]:
+        t = self.timers
+        reason = f"max wait of {t.max_wait:g} s reached"
+        self.state = State.DONE
+        self.end_reason = reason
+        if t.max_wait_action == "transfer" and t.transfer_target:
+            return [Transfer(t.transfer_target, reason), Leave(reason)]
+        return [HangUp(reason), Leave(reason)]
+
+    def _end(self, reason: str, *, leave: bool = True) -> list[Action]:
+        self.state = State.DONE
+        self.end_reason = reason
+        return [Leave(reason)] if leave else []

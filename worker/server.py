@@ -1,0 +1,50 @@
+"""AgentServer wiring: agent name, executor, prewarm and the job entrypoint."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
+
+from .call import CallSession
+from .hold.audio import HoldAudio, load_hold_audio
+from .settings import Settings, load_settings
+
+logger = logging.getLogger("hold-worker")
+
+
+@cache
+def settings() -> Settings:
+    # Validated once in the CLI before the worker registers; a job process
+    # (process executor) reads the same environment again here.
+    return load_settings()
+
+
+def hold_audio(s: Settings) -> HoldAudio:
+    return load_hold_audio(s.audio, level_dbfs=s.level_dbfs, max_seconds=s.max_audio_seconds)
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Decode the hold file before any call arrives (once per process)."""
+    proc.userdata["hold_audio"] = hold_audio(settings())
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    s = settings()
+    session = CallSession(ctx, s, hold_audio(s))
+    reason = await session.run()
+    ctx.shutdown(reason)
+
+
+def build_server(s: Settings) -> AgentServer:
+    server = AgentServer(
+        job_executor_type=(
+            JobExecutorType.THREAD if s.executor == "thread" else JobExecutorType.PROCESS
+        ),
+        setup_fnc=prewarm,
+    )
+    # agent_name set = explicit dispatch only: LiveKit sends us the rooms that a
+    # dispatch rule (room_config.agents) or the API names us for, never others.
+    server.rtc_session(entrypoint, agent_name=s.agent_name)
+    return server
