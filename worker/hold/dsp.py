@@ -63,7 +63,9 @@ def equal_power_out(n: int) -> Audio:
     if n <= 0:
         return np.zeros(0, dtype=np.float32)
     t = np.arange(1, n + 1, dtype=np.float64) / n
-    return np.cos(0.5 * math.pi * t).astype(np.float32)
+    g = np.cos(0.5 * math.pi * t).astype(np.float32)
+    g[-1] = 0.0  # exactly silent, not cos(pi/2) = 6e-17
+    return g
 
 
 def equal_power_in(n: int) -> Audio:

@@ -1,0 +1,244 @@
+"""The pure call lifecycle under a fake clock: every state against every event."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.lifecycle import (
+    AgentAudio,
+    CallerJoined,
+    CallerLeft,
+    CallLifecycle,
+    FadeDone,
+    HandOver,
+    HangUp,
+    Leave,
+    ResumeHold,
+    RoomClosed,
+    StartFade,
+    State,
+    StateChanged,
+    Tick,
+    Timers,
+    Transfer,
+)
+
+
+def lc(**timers: object) -> CallLifecycle:
+    return CallLifecycle(started_at=0.0, timers=Timers(**timers))  # type: ignore[arg-type]
+
+
+def kinds(actions: list[object]) -> list[type]:
+    return [type(a) for a in actions]
+
+
+def holding(**timers: object) -> CallLifecycle:
+    m = lc(**timers)
+    m.handle(CallerJoined("sip_caller"), 1.0)
+    assert m.state is State.HOLDING
+    return m
+
+
+def handing_off() -> tuple[CallLifecycle, int]:
+    m = holding()
+    acts = m.handle(AgentAudio("agent-1", live=True), 5.0)
+    fade = next(a for a in acts if isinstance(a, StartFade))
+    return m, fade.fade_id
+
+
+# ---- WAITING -----------------------------------------------------------------
+
+
+def test_waiting_caller_joins_starts_holding() -> None:
+    m = lc()
+    acts = m.handle(CallerJoined("sip_1"), 0.3)
+    assert acts == [StateChanged(State.HOLDING, State.WAITING)]
+    assert m.caller == "sip_1" and m.hold_started_at == 0.3
+
+
+def test_waiting_no_caller_within_timeout_leaves() -> None:
+    m = lc(caller_join_timeout=10.0)
+    assert m.next_deadline() == 10.0
+    assert m.handle(Tick(), 9.99) == []
+    acts = m.handle(Tick(), 10.0)
+    assert kinds(acts) == [StateChanged, Leave]
+    assert "no caller joined within 10 s" in m.end_reason
+    assert m.state is State.DONE
+
+
+def test_waiting_agent_before_caller_then_caller_is_handed_over_at_once() -> None:
+    m = lc()
+    assert m.handle(AgentAudio("agent-1", live=True), 0.5) == []
+    assert m.state is State.WAITING  # nobody to hand over to yet
+    acts = m.handle(CallerJoined("sip_1"), 1.0)
+    assert m.state is State.HANDING_OFF
+    assert isinstance(acts[-1], StartFade) and acts[-1].agent == "agent-1"
+
+
+def test_waiting_agent_went_quiet_before_caller_means_plain_hold() -> None:
+    m = lc()
+    m.handle(AgentAudio("agent-1", live=True), 0.5)
+    m.handle(AgentAudio("agent-1", live=False), 0.7)
+    m.handle(CallerJoined("sip_1"), 1.0)
+    assert m.state is State.HOLDING
+
+
+def test_waiting_caller_left_without_caller_is_ignored() -> None:
+    m = lc()
+    assert m.handle(CallerLeft(), 0.5) == []
+    assert m.state is State.WAITING
+
+
+def test_waiting_room_closed_ends_without_leave() -> None:
+    m = lc()
+    acts = m.handle(RoomClosed("room deleted"), 0.5)
+    assert kinds(acts) == [StateChanged]
+    assert m.state is State.DONE and m.end_reason == "room deleted"
+
+
+def test_waiting_fade_done_is_ignored() -> None:
+    m = lc()
+    assert m.handle(FadeDone(1), 0.1) == []
+    assert m.state is State.WAITING
+
+
+# ---- HOLDING -----------------------------------------------------------------
+
+
+def test_holding_agent_audio_live_starts_fade() -> None:
+    m = holding()
+    acts = m.handle(AgentAudio("agent-1", live=True), 5.0)
+    assert kinds(acts) == [StateChanged, StartFade]
+    assert m.state is State.HANDING_OFF
+
+
+def test_holding_agent_without_audio_keeps_holding() -> None:
+    m = holding()
+    assert m.handle(AgentAudio("agent-1", live=False), 5.0) == []
+    assert m.state is State.HOLDING
+
+
+def test_holding_caller_hangs_up() -> None:
+    m = holding()
+    acts = m.handle(CallerLeft("caller hung up"), 3.0)
+    assert kinds(acts) == [StateChanged, Leave]
+    assert m.state is State.DONE
+
+
+def test_holding_no_timer_when_max_wait_off() -> None:
+    m = holding()
+    assert m.next_deadline() is None
+    assert m.handle(Tick(), 10_000.0) == []
+    assert m.state is State.HOLDING
+
+
+def test_holding_max_wait_hangs_up() -> None:
+    m = holding(max_wait=60.0)
+    assert m.next_deadline() == 61.0
+    assert m.handle(Tick(), 60.9) == []
+    acts = m.handle(Tick(), 61.0)
+    assert kinds(acts) == [StateChanged, HangUp, Leave]
+
+
+def test_holding_max_wait_transfers() -> None:
+    m = holding(max_wait=30.0, max_wait_action="transfer", transfer_target="tel:+15550100")
+    acts = m.handle(Tick(), 31.0)
+    assert kinds(acts) == [StateChanged, Transfer, Leave]
+    t = acts[1]
+    assert isinstance(t, Transfer) and t.target == "tel:+15550100"
+
+
+def test_holding_stale_fade_done_ignored() -> None:
+    m = holding()
+    assert m.handle(FadeDone(99), 2.0) == []
+
+
+def test_holding_second_caller_join_is_ignored() -> None:
+    m = holding()
+    assert m.handle(CallerJoined("sip_other"), 2.0) == []
+    assert m.caller == "sip_caller"
+
+
+# ---- HANDING_OFF -----------------------------------------------------------
+
+
+def test_handoff_completes_on_fade_done() -> None:
+    m, fid = handing_off()
+    acts = m.handle(FadeDone(fid), 5.4)
+    assert kinds(acts) == [StateChanged, HandOver]
+    assert m.state is State.DONE and "agent-1" in m.end_reason
+
+
+def test_handoff_agent_mutes_again_resumes_hold_and_old_fade_is_stale() -> None:
+    m, fid = handing_off()
+    acts = m.handle(AgentAudio("agent-1", live=False), 5.2)
+    assert kinds(acts) == [StateChanged, ResumeHold]
+    assert m.state is State.HOLDING
+    assert m.handle(FadeDone(fid), 5.4) == []  # the cancelled fade's completion
+    assert m.state is State.HOLDING
+    acts = m.handle(AgentAudio("agent-1", live=True), 6.0)
+    new = next(a for a in acts if isinstance(a, StartFade))
+    assert new.fade_id != fid
+
+
+def test_handoff_two_agents_one_mutes_fade_continues() -> None:
+    m, fid = handing_off()
+    assert m.handle(AgentAudio("agent-2", live=True), 5.1) == []
+    assert m.handle(AgentAudio("agent-1", live=False), 5.2) == []
+    assert m.state is State.HANDING_OFF
+    acts = m.handle(FadeDone(fid), 5.4)
+    assert acts[-1] == HandOver("agent-2")
+
+
+def test_handoff_hangup_during_fade() -> None:
+    m, fid = handing_off()
+    acts = m.handle(CallerLeft("caller hung up"), 5.2)
+    assert kinds(acts) == [StateChanged, Leave]
+    assert m.handle(FadeDone(fid), 5.4) == []
+    assert m.state is State.DONE
+
+
+def test_handoff_max_wait_does_not_interrupt() -> None:
+    m = holding(max_wait=10.0)
+    m.handle(AgentAudio("agent-1", live=True), 10.5)  # agent just in time
+    assert m.next_deadline() is None
+    assert m.handle(Tick(), 11.5) == []
+    assert m.state is State.HANDING_OFF
+
+
+def test_resumed_hold_after_deadline_applies_max_wait_on_next_tick() -> None:
+    m = holding(max_wait=10.0)
+    m.handle(AgentAudio("agent-1", live=True), 10.5)
+    m.handle(AgentAudio("agent-1", live=False), 10.7)
+    assert m.next_deadline() == 11.0
+    acts = m.handle(Tick(), 11.0)
+    assert HangUp in kinds(acts)
+
+
+def test_handoff_room_closed() -> None:
+    m, _ = handing_off()
+    m.handle(RoomClosed(), 5.1)
+    assert m.state is State.DONE
+
+
+# ---- DONE --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        CallerJoined("x"),
+        CallerLeft(),
+        AgentAudio("agent-1", True),
+        AgentAudio("agent-1", False),
+        FadeDone(1),
+        Tick(),
+        RoomClosed(),
+    ],
+)
+def test_done_ignores_everything(event: object) -> None:
+    m = holding()
+    m.handle(CallerLeft(), 2.0)
+    assert m.handle(event, 3.0) == []  # type: ignore[arg-type]
+    assert m.state is State.DONE
+    assert m.next_deadline() is None
