@@ -11,7 +11,9 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +31,7 @@ PRESENT = 0.25  # each of two equal tones holds ~0.5 of the energy
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _pjsua2_required():
+def _pjsua2_required() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "import pjsua2; pjsua2.Endpoint; print(pjsua2.__version__)"],
         capture_output=True,
@@ -45,7 +47,7 @@ def _pjsua2_required():
 
 
 @pytest.fixture(scope="module")
-def wavs(tmp_path_factory):
+def wavs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("wavs")
     caller = signals.write_tone_wav(str(d / "caller.wav"), CALLER_TONE, 3.0)
     answerer = signals.write_tone_wav(str(d / "answerer.wav"), ANSWERER_TONE, 3.0)
@@ -79,28 +81,31 @@ class Answerer:
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.stdout, self.stderr = self.proc.stdout, self.proc.stderr
         self.port = self._wait_ready(15.0)
 
     def _wait_ready(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            r, _, _ = select.select([self.stdout], [], [], 0.2)
             if r:
-                line = self.proc.stdout.readline()
+                line = self.stdout.readline()
                 if line.startswith("READY "):
                     return int(line.split()[1])
                 if not line and self.proc.poll() is not None:
                     break
         self.kill()
-        pytest.fail(f"answerer did not become ready: {self.proc.stderr.read()[-2000:]}")
+        pytest.fail(f"answerer did not become ready: {self.stderr.read()[-2000:]}")
 
-    def finish(self, timeout: float = 30.0) -> dict:
+    def finish(self, timeout: float = 30.0) -> dict[str, Any]:
         try:
             self.proc.wait(timeout)
         finally:
             self.kill()
-        assert self.result.exists(), f"answerer wrote no result; stderr: {self.proc.stderr.read()}"
-        return json.loads(self.result.read_text())
+        assert self.result.exists(), f"answerer wrote no result; stderr: {self.stderr.read()}"
+        data: dict[str, Any] = json.loads(self.result.read_text())
+        return data
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -108,7 +113,9 @@ class Answerer:
             self.proc.wait(5)
 
 
-def run_caller(tmp: Path, port: int, send_wav: str, *args: str, timeout: float = 60.0):
+def run_caller(
+    tmp: Path, port: int, send_wav: str, *args: str, timeout: float = 60.0
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], float]:
     res_path, rec_path = tmp / "caller.json", tmp / "caller_heard.wav"
     cmd = [
         sys.executable,
@@ -135,13 +142,13 @@ def run_caller(tmp: Path, port: int, send_wav: str, *args: str, timeout: float =
     return proc, json.loads(res_path.read_text()), elapsed
 
 
-def tone_mask(path: str, freqs) -> tuple[np.ndarray, int]:
+def tone_mask(path: str, freqs: Sequence[float]) -> tuple[np.ndarray, int]:
     x, rate = signals.read_wav(path)
     masks = [signals.tone_presence(x, rate, f, WIN) > PRESENT for f in freqs]
     return np.logical_and.reduce(masks), rate
 
 
-def assert_contains(path: str, freqs, absent) -> float:
+def assert_contains(path: str, freqs: Sequence[float], absent: Sequence[float]) -> float:
     """Tone ``freqs`` is present (continuously after its onset) and the
     ``absent`` tone is not; returns the onset time within the recording."""
     mask, _ = tone_mask(path, freqs)
@@ -156,7 +163,7 @@ def assert_contains(path: str, freqs, absent) -> float:
     return onset
 
 
-def test_answered_call_exchanges_audio(tmp_path, wavs):
+def test_answered_call_exchanges_audio(tmp_path: Path, wavs: dict[str, str]) -> None:
     ans = Answerer(
         tmp_path,
         "--answer-delay",
@@ -204,7 +211,7 @@ def test_answered_call_exchanges_audio(tmp_path, wavs):
     assert 0 <= latency_ms < 200
 
 
-def test_dead_air_measurement_is_accurate(tmp_path, wavs):
+def test_dead_air_measurement_is_accurate(tmp_path: Path, wavs: dict[str, str]) -> None:
     """The far end answers and stays silent for exactly 1.0 s: the measured
     200 OK -> first tone must be ~1.0 s (plus loopback/jitter-buffer delay)."""
     ans = Answerer(tmp_path, "--play", wavs["gap"])
@@ -226,7 +233,7 @@ def test_dead_air_measurement_is_accurate(tmp_path, wavs):
     assert -0.03 < measured - expected < 0.12
 
 
-def test_rejected_call_exits_3(tmp_path, wavs):
+def test_rejected_call_exits_3(tmp_path: Path, wavs: dict[str, str]) -> None:
     ans = Answerer(tmp_path, "--answer-delay", "0.2", "--reject", "486")
     proc, res, _ = run_caller(tmp_path, ans.port, wavs["caller"])
     a = ans.finish()
@@ -239,7 +246,7 @@ def test_rejected_call_exits_3(tmp_path, wavs):
     assert a["calls"][0]["final_status"] == 486
 
 
-def test_far_end_hangs_up_pcma(tmp_path, wavs):
+def test_far_end_hangs_up_pcma(tmp_path: Path, wavs: dict[str, str]) -> None:
     ans = Answerer(tmp_path, "--codec", "PCMA", "--hangup-after", "1.0", "--play", wavs["answerer"])
     proc, res, _ = run_caller(
         tmp_path,
@@ -262,7 +269,7 @@ def test_far_end_hangs_up_pcma(tmp_path, wavs):
     assert sdp and all(("PCMA/8000" in ln) or ("telephone-event" in ln) for ln in sdp), sdp
 
 
-def test_cancel_before_answer(tmp_path, wavs):
+def test_cancel_before_answer(tmp_path: Path, wavs: dict[str, str]) -> None:
     ans = Answerer(tmp_path, "--answer-delay", "5")
     proc, res, elapsed = run_caller(tmp_path, ans.port, wavs["caller"], "--hangup-after", "0.5")
     a = ans.finish()
@@ -273,7 +280,7 @@ def test_cancel_before_answer(tmp_path, wavs):
     assert elapsed < 5
 
 
-def test_usage_error_exits_2(tmp_path):
+def test_usage_error_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,

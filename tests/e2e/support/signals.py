@@ -27,15 +27,15 @@ def write_tone_wav(
 
     ``level_dbfs`` is the peak level of the sum.  Returns ``path``.
     """
-    freqs = [float(freqs)] if np.isscalar(freqs) else [float(f) for f in freqs]
-    if not freqs:
+    fs = [float(freqs)] if isinstance(freqs, (int, float)) else [float(f) for f in freqs]
+    if not fs:
         raise ValueError("need at least one frequency")
     n = round(seconds * rate)
     t = np.arange(n) / float(rate)
     x = np.zeros(n)
-    for f in freqs:
+    for f in fs:
         x += np.sin(2 * np.pi * f * t)
-    x *= 10 ** (level_dbfs / 20.0) / len(freqs)
+    x *= 10 ** (level_dbfs / 20.0) / len(fs)
     sf.write(path, x, rate, subtype="PCM_16")
     return path
 
@@ -57,7 +57,8 @@ def _goertzel_power(frames: np.ndarray, rate: int, freq: float) -> np.ndarray:
         s0 = frames[:, k] + coeff * s1 - s2
         s2 = s1
         s1 = s0
-    return s1 * s1 + s2 * s2 - coeff * s1 * s2
+    power: np.ndarray = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    return power
 
 
 def tone_presence(

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tests.e2e.support.sip_caller import (
@@ -57,7 +57,7 @@ def serve(
     codec: str = "PCMU",
     hangup_after: float | None = None,
     log_file: str | None = None,
-    ready_cb=None,
+    ready_cb: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     stack = PjStack(codec=codec, sip_port=port, log_file=log_file)
     pj = stack.pj
@@ -65,9 +65,9 @@ def serve(
     calls: list[dict[str, Any]] = []  # {"call": Call, "rec": dict, "objs": {}}
     keep: dict[str, Any] = {}
 
-    def make_call_class(entry: dict[str, Any]):
-        class _Call(pj.Call):
-            def onCallState(self, prm):
+    def make_call_class(entry: dict[str, Any]) -> Any:
+        class _Call(pj.Call):  # type: ignore[misc,name-defined]
+            def onCallState(self, prm: Any) -> None:
                 try:
                     ci = self.getInfo()
                     r = entry["rec"]
@@ -81,7 +81,7 @@ def serve(
                 except Exception as exc:
                     res["errors"].append(f"onCallState: {exc!r}")
 
-            def onCallMediaState(self, prm):
+            def onCallMediaState(self, prm: Any) -> None:
                 try:
                     ci = self.getInfo()
                     r, objs = entry["rec"], entry["objs"]
@@ -112,8 +112,8 @@ def serve(
 
         return _Call
 
-    class _Account(pj.Account):
-        def onIncomingCall(self, iprm):
+    class _Account(pj.Account):  # type: ignore[misc,name-defined]
+        def onIncomingCall(self, iprm: Any) -> None:
             try:
                 t = _now()
                 msg = iprm.rdata.wholeMsg

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import wave
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,7 +62,7 @@ EXIT_HARD_TIMEOUT = 4
 _RUN_LOCK = threading.Lock()
 
 
-def import_pjsua2():
+def import_pjsua2() -> Any:
     """Import pjsua2 with a clear message when it is missing."""
     try:
         import pjsua2 as pj
@@ -82,7 +82,7 @@ def _now() -> dict[str, float]:
 
 
 @contextmanager
-def _quiet_stdout():
+def _quiet_stdout() -> Iterator[None]:
     """Silence fd 1 while pjlib initialises (it logs at level 5 to stdout
     before the configured log level takes effect in libInit)."""
     try:
@@ -219,7 +219,7 @@ class PjStack:
         if not found:
             raise RuntimeError(f"codec {self.codec} not available in this pjsua2 build")
 
-    def account_config(self, id_uri: str, auth: tuple[str, str] | None = None):
+    def account_config(self, id_uri: str, auth: tuple[str, str] | None = None) -> Any:
         pj = self.pj
         acfg = pj.AccountConfig()
         acfg.idUri = id_uri
@@ -338,21 +338,21 @@ def _write_json(path: str | None, data: dict[str, Any]) -> None:
 
 def _run_call_locked(
     *,
-    target,
-    from_,
-    send_wav,
-    record,
-    duration,
-    result,
-    hangup_after,
-    codec,
-    local_port,
-    headers,
-    answer_timeout,
-    auth_user,
-    auth_password,
-    log_file,
-    verbose,
+    target: str,
+    from_: str,
+    send_wav: str,
+    record: str,
+    duration: float,
+    result: str | None,
+    hangup_after: float | None,
+    codec: str,
+    local_port: int,
+    headers: Iterable[str | tuple[str, str]],
+    answer_timeout: float,
+    auth_user: str | None,
+    auth_password: str | None,
+    log_file: str | None,
+    verbose: bool,
 ) -> dict[str, Any]:
     if not os.path.isfile(send_wav):
         raise FileNotFoundError(f"--send-wav {send_wav} does not exist")
@@ -385,7 +385,8 @@ def _run_call_locked(
     def mark(name: str) -> dict[str, float]:
         if name not in ev:
             ev[name] = _now()
-        return ev[name]
+        stamp: dict[str, float] = ev[name]
+        return stamp
 
     stack = PjStack(codec=codec, sip_port=local_port, log_file=log_file, verbose=verbose)
     pj = stack.pj
@@ -393,8 +394,8 @@ def _run_call_locked(
     state: dict[str, Any] = {"disconnected": False, "local_hangup_requested": False}
     objs: dict[str, Any] = {}
 
-    class _Call(pj.Call):
-        def onCallState(self, prm):
+    class _Call(pj.Call):  # type: ignore[misc,name-defined]
+        def onCallState(self, prm: Any) -> None:
             try:
                 ci = self.getInfo()
                 st = ci.state
@@ -455,7 +456,7 @@ def _run_call_locked(
             except Exception as exc:  # never let an exception cross into C++
                 res["errors"].append(f"onCallState: {exc!r}")
 
-        def onCallMediaState(self, prm):
+        def onCallMediaState(self, prm: Any) -> None:
             try:
                 ci = self.getInfo()
                 for i, mi in enumerate(ci.media):

@@ -1,0 +1,58 @@
+# The README's two commands: `make dev` and `make test`. Both set everything up.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+export LIVEKIT_DEV_URL := ws://127.0.0.1:7880
+
+.PHONY: setup venv stack stack-down dev test test-unit test-e2e demo bench lint provision-local clean
+
+setup: venv stack-install
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+stack-install:
+	bash devstack/install.sh
+
+# Start the local stack unless LIVEKIT_URL points somewhere else.
+stack: setup
+	@if [ -n "$$LIVEKIT_URL" ] && [ "$$LIVEKIT_URL" != "$(LIVEKIT_DEV_URL)" ]; then \
+	  echo "LIVEKIT_URL is set ($$LIVEKIT_URL): not starting the local stack"; \
+	else bash devstack/up.sh; fi
+
+stack-down:
+	bash devstack/down.sh
+
+provision-local: stack
+	@source devstack/env.sh && $(PY) -m worker provision \
+	  --number "$$DEV_TRUNK_NUMBER" --allowed-address 127.0.0.1/32 \
+	  --header X-Store-Id=store.id
+
+dev: provision-local
+	@source devstack/env.sh && bash devstack/how-to-call.sh && \
+	  exec $(PY) -m worker dev
+
+test: stack
+	bash .ci/pytest-all.sh
+
+test-unit: venv
+	$(PY) -m pytest tests/unit tests/integration -q
+
+demo: stack
+	@source devstack/env.sh && $(PY) -m tests.e2e.demo
+
+bench: stack
+	@source devstack/env.sh && $(PY) -m bench.run
+
+lint: venv
+	$(PY) -m ruff check worker tests bench assets
+	$(PY) -m ruff format --check worker tests bench assets
+	$(PY) -m mypy worker
+
+clean: stack-down
+	rm -rf .venv

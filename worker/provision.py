@@ -1,0 +1,262 @@
+"""python -m worker provision: the inbound trunk and dispatch rule, idempotent by name.
+
+Creates or updates (never duplicates) in the LiveKit project at LIVEKIT_URL:
+
+- an inbound SIP trunk: the numbers the carrier (Bird) delivers, the
+  carrier's signalling addresses as the allowlist, optional digest auth, and
+  custom SIP headers mapped to participant attributes;
+- an individual dispatch rule on that trunk: one room per call, named
+  `<prefix><random>`, whose room_config dispatches the hold agent by name.
+
+The same command works against LiveKit Cloud or a self-hosted server: only
+LIVEKIT_URL and the key pair change. Flags win over the environment
+(HOLD_TRUNK_*, HOLD_RULE_*, HOLD_AGENT_NAME).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass
+
+from livekit import api
+
+DEFAULT_TRUNK_NAME = "hold-inbound"
+DEFAULT_RULE_NAME = "hold-calls"
+DEFAULT_ROOM_PREFIX = "call-"
+
+
+class ProvisionError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    trunk_name: str
+    numbers: list[str]
+    allowed_addresses: list[str]
+    auth_username: str
+    auth_password: str
+    headers_to_attributes: dict[str, str]
+    rule_name: str
+    room_prefix: str
+    agent_name: str
+
+
+def _env_list(name: str) -> list[str]:
+    return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
+
+
+def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m worker provision", description=__doc__)
+    p.add_argument("--trunk-name", default=os.environ.get("HOLD_TRUNK_NAME", DEFAULT_TRUNK_NAME))
+    p.add_argument(
+        "--number",
+        dest="numbers",
+        action="append",
+        help="a number the trunk accepts (repeat; env HOLD_TRUNK_NUMBERS, comma-separated)",
+    )
+    p.add_argument(
+        "--allowed-address",
+        dest="allowed",
+        action="append",
+        help="carrier signalling address or CIDR (repeat; env HOLD_TRUNK_ALLOWED_ADDRESSES)",
+    )
+    p.add_argument("--auth-username", default=os.environ.get("HOLD_TRUNK_AUTH_USERNAME", ""))
+    p.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        help="SIP header to participant attribute, e.g. X-Store-Id=store.id (repeat; "
+        "env HOLD_TRUNK_HEADERS)",
+    )
+    p.add_argument("--rule-name", default=os.environ.get("HOLD_RULE_NAME", DEFAULT_RULE_NAME))
+    p.add_argument(
+        "--room-prefix", default=os.environ.get("HOLD_RULE_ROOM_PREFIX", DEFAULT_ROOM_PREFIX)
+    )
+    p.add_argument("--agent-name", default=os.environ.get("HOLD_AGENT_NAME", "hold-agent"))
+    p.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="allow a trunk with neither an address allowlist nor auth (anyone may call in)",
+    )
+    p.add_argument("--url", default=os.environ.get("LIVEKIT_URL", ""))
+    p.add_argument("--api-key", default=os.environ.get("LIVEKIT_API_KEY", ""))
+    p.add_argument("--api-secret", default=os.environ.get("LIVEKIT_API_SECRET", ""))
+    a = p.parse_args(argv)
+
+    numbers = a.numbers or _env_list("HOLD_TRUNK_NUMBERS")
+    allowed = a.allowed or _env_list("HOLD_TRUNK_ALLOWED_ADDRESSES")
+    header_specs = a.headers or _env_list("HOLD_TRUNK_HEADERS")
+    password = os.environ.get("HOLD_TRUNK_AUTH_PASSWORD", "")
+
+    if not numbers:
+        raise ProvisionError("no trunk numbers: pass --number or set HOLD_TRUNK_NUMBERS")
+    for n in numbers:
+        if not n.lstrip("+").isdigit():
+            raise ProvisionError(f"trunk number {n!r}: digits with an optional leading +")
+    for addr in allowed:
+        try:
+            ipaddress.ip_network(addr, strict=False)
+        except ValueError:
+            raise ProvisionError(f"allowed address {addr!r}: not an IP address or CIDR") from None
+    headers: dict[str, str] = {}
+    for spec in header_specs:
+        header, sep, attr = spec.partition("=")
+        if not sep or not header.strip() or not attr.strip():
+            raise ProvisionError(f"header mapping {spec!r}: expected Header-Name=attribute.name")
+        headers[header.strip()] = attr.strip()
+    if bool(a.auth_username) != bool(password):
+        raise ProvisionError(
+            "digest auth needs both --auth-username and HOLD_TRUNK_AUTH_PASSWORD (env only)"
+        )
+    if not allowed and not a.auth_username and not a.allow_open:
+        raise ProvisionError(
+            "refusing an open trunk: give the carrier's addresses (--allowed-address) or "
+            "auth (--auth-username + HOLD_TRUNK_AUTH_PASSWORD), or pass --allow-open"
+        )
+    if not a.room_prefix:
+        raise ProvisionError("--room-prefix must not be empty")
+    for name, value in (("LIVEKIT_URL", a.url), ("LIVEKIT_API_KEY", a.api_key)):
+        if not value:
+            raise ProvisionError(f"{name} is not set")
+    if not a.api_secret:
+        raise ProvisionError("LIVEKIT_API_SECRET is not set")
+    plan = Plan(
+        trunk_name=a.trunk_name,
+        numbers=numbers,
+        allowed_addresses=allowed,
+        auth_username=a.auth_username,
+        auth_password=password,
+        headers_to_attributes=headers,
+        rule_name=a.rule_name,
+        room_prefix=a.room_prefix,
+        agent_name=a.agent_name,
+    )
+    return plan, a
+
+
+def trunk_info(plan: Plan) -> api.SIPInboundTrunkInfo:
+    return api.SIPInboundTrunkInfo(
+        name=plan.trunk_name,
+        numbers=plan.numbers,
+        allowed_addresses=plan.allowed_addresses,
+        auth_username=plan.auth_username,
+        auth_password=plan.auth_password,
+        headers_to_attributes=plan.headers_to_attributes,
+    )
+
+
+def rule_info(plan: Plan, trunk_id: str) -> api.SIPDispatchRuleInfo:
+    return api.SIPDispatchRuleInfo(
+        name=plan.rule_name,
+        trunk_ids=[trunk_id],
+        rule=api.SIPDispatchRule(
+            dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix=plan.room_prefix)
+        ),
+        room_config=api.RoomConfiguration(
+            agents=[api.RoomAgentDispatch(agent_name=plan.agent_name)]
+        ),
+    )
+
+
+def _same_trunk(have: api.SIPInboundTrunkInfo, want: api.SIPInboundTrunkInfo) -> bool:
+    # The server does not return the password; compare what it does return.
+    return (
+        list(have.numbers) == list(want.numbers)
+        and list(have.allowed_addresses) == list(want.allowed_addresses)
+        and have.auth_username == want.auth_username
+        and dict(have.headers_to_attributes) == dict(want.headers_to_attributes)
+        and not want.auth_password
+    )
+
+
+def _same_rule(have: api.SIPDispatchRuleInfo, want: api.SIPDispatchRuleInfo) -> bool:
+    return (
+        list(have.trunk_ids) == list(want.trunk_ids)
+        and have.rule == want.rule
+        and [a.agent_name for a in have.room_config.agents]
+        == [a.agent_name for a in want.room_config.agents]
+    )
+
+
+async def provision(lk: api.LiveKitAPI, plan: Plan) -> dict[str, str]:
+    """Create or update the trunk and rule; returns ids and what was done."""
+    out: dict[str, str] = {}
+    want_trunk = trunk_info(plan)
+    trunks = (await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items
+    same_name = [t for t in trunks if t.name == plan.trunk_name]
+    if len(same_name) > 1:
+        raise ProvisionError(
+            f"{len(same_name)} inbound trunks are named {plan.trunk_name!r}; delete the extras"
+        )
+    if same_name:
+        have = same_name[0]
+        trunk_id = have.sip_trunk_id
+        if _same_trunk(have, want_trunk):
+            out["trunk"] = "unchanged"
+        else:
+            want_trunk.sip_trunk_id = trunk_id
+            await lk.sip.update_inbound_trunk(trunk_id, want_trunk)
+            out["trunk"] = "updated"
+    else:
+        created = await lk.sip.create_inbound_trunk(
+            api.CreateSIPInboundTrunkRequest(trunk=want_trunk)
+        )
+        trunk_id = created.sip_trunk_id
+        out["trunk"] = "created"
+    out["trunk_id"] = trunk_id
+
+    want_rule = rule_info(plan, trunk_id)
+    rules = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+    same_rule = [r for r in rules if r.name == plan.rule_name]
+    if len(same_rule) > 1:
+        raise ProvisionError(
+            f"{len(same_rule)} dispatch rules are named {plan.rule_name!r}; delete the extras"
+        )
+    if same_rule:
+        have_rule = same_rule[0]
+        rule_id = have_rule.sip_dispatch_rule_id
+        if _same_rule(have_rule, want_rule):
+            out["rule"] = "unchanged"
+        else:
+            want_rule.sip_dispatch_rule_id = rule_id
+            await lk.sip.update_dispatch_rule(rule_id, want_rule)
+            out["rule"] = "updated"
+    else:
+        created_rule = await lk.sip.create_dispatch_rule(
+            api.CreateSIPDispatchRuleRequest(dispatch_rule=want_rule)
+        )
+        rule_id = created_rule.sip_dispatch_rule_id
+        out["rule"] = "created"
+    out["rule_id"] = rule_id
+    return out
+
+
+async def _run(argv: list[str]) -> int:
+    plan, a = parse_args(argv)
+    async with api.LiveKitAPI(a.url, a.api_key, a.api_secret) as lk:
+        result = await provision(lk, plan)
+    print(
+        f"trunk {plan.trunk_name!r} {result['trunk_id']}: {result['trunk']}; "
+        f"dispatch rule {plan.rule_name!r} {result['rule_id']}: {result['rule']} "
+        f"(rooms {plan.room_prefix}*, agent {plan.agent_name!r}, numbers {', '.join(plan.numbers)})"
+    )
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        return asyncio.run(_run(argv))
+    except ProvisionError as e:
+        print(f"provision error: {e}", file=sys.stderr)
+        return 2
+    except api.TwirpError as e:
+        print(f"provision error: LiveKit refused: {e.code}: {e.message}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"provision error: cannot reach LiveKit: {e}", file=sys.stderr)
+        return 1
