@@ -38,11 +38,21 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 def build_server(s: Settings) -> AgentServer:
+    def load_by_calls(server: AgentServer) -> float:
+        # Load is the share of HOLD_MAX_CALLS in use, not CPU: a held call
+        # costs a steady, known amount, and CPU spikes from other processes
+        # on the host must not make the worker refuse calls.
+        return len(server.active_jobs) / s.max_calls
+
     server = AgentServer(
         job_executor_type=(
             JobExecutorType.THREAD if s.executor == "thread" else JobExecutorType.PROCESS
         ),
         setup_fnc=prewarm,
+        load_fnc=load_by_calls,
+        load_threshold=1.0,  # full at exactly max_calls active calls
+        host=s.http_host,
+        port=s.http_port,
     )
     # agent_name set = explicit dispatch only: LiveKit sends us the rooms that a
     # dispatch rule (room_config.agents) or the API names us for, never others.

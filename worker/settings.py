@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     agent_identity_prefix: str = "agent-"
     agent_role_attribute: str = "role=agent"
     executor: Literal["thread", "process"] = "thread"
+    # Calls one worker replica takes before it reports itself full, so that
+    # LiveKit dispatch sends further calls to other replicas.
+    max_calls: int = Field(50, ge=1, le=1000)
+    # The agent's HTTP health endpoint (and its port). Loopback by default;
+    # a container sets HOLD_HTTP_HOST=0.0.0.0 so probes can reach it.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8081, ge=0, le=65535)
 
     @field_validator("chunk_ms")
     @classmethod

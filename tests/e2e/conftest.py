@@ -61,6 +61,7 @@ class WorkerProcess:
 
 
 def start_worker(env: dict[str, str], log_dir: Path, **hold_env: str) -> WorkerProcess:
+    hold_env.setdefault("HOLD_HTTP_PORT", "0")
     log_path = log_dir / f"worker-{int(time.time() * 1000)}.log"
     full_env = {**os.environ, **env, **hold_env, "PYTHONUNBUFFERED": "1"}
     f = open(log_path, "wb")  # noqa: SIM115 - closed when the process ends

@@ -1,0 +1,248 @@
+"""One real held call, end to end, and what the caller and the agent heard.
+
+Used by the e2e tests and by `make demo`. The carrier stand-in (pjsua2) dials
+livekit-sip; the dispatch rule makes a room and dispatches the hold worker;
+after a while a livekit.rtc "human agent" joins and speaks. Afterwards the
+recordings are analysed:
+
+- hold audio in the caller's recording is found by normalised correlation
+  against the hold asset (resampled to 8 kHz), window by window;
+- the agent's and the caller's signals are tones, found with Goertzel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from livekit import api
+
+from .human_agent import HumanAgent
+from .signals import read_wav, tone_presence, write_tone_wav
+
+REPO = Path(__file__).resolve().parents[3]
+WINDOW_S = 0.1
+HOLD_CORR = 0.5  # normalised correlation that counts as "hold audio is there"
+TONE_SHARE = 0.2  # share of a window's energy at the tone that counts as "heard"
+
+
+@dataclass
+class CallOutcome:
+    room: str = ""
+    status_code: int = 0
+    result: dict = field(default_factory=dict)
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    dead_air_ms: float | None = None
+    handoff_ms: float | None = None
+    hold_gone_wall: float | None = None
+    agent_first_audio_wall: float | None = None
+    caller_hears_agent: bool = False
+    agent_hears_caller: bool = False
+    caller_hears_other_agents: list[float] = field(default_factory=list)
+    agent_hears_other_callers: list[float] = field(default_factory=list)
+    worker_left: bool | None = None
+    recording: np.ndarray | None = None
+    record_rate: int = 8000
+
+    def note(self, what: str, wall: float | None = None) -> None:
+        self.timeline.append((wall if wall is not None else time.time(), what))
+
+
+def notch(x: np.ndarray, rate: int, freqs: list[float], width_hz: float = 40.0) -> np.ndarray:
+    """Remove narrow bands around `freqs` (the agent's tone) so the hold
+    audio can be found underneath it while both play during the fade."""
+    spec = np.fft.rfft(x.astype(np.float64))
+    hz = np.fft.rfftfreq(x.shape[0], 1.0 / rate)
+    for f in freqs:
+        spec[np.abs(hz - f) <= width_hz] = 0.0
+    return np.fft.irfft(spec, x.shape[0]).astype(np.float32)
+
+
+HOP_S = 0.02
+
+
+def hold_correlation(rec: np.ndarray, ref: np.ndarray, rate: int = 8000) -> np.ndarray:
+    """Best normalised correlation of each 100 ms window of the recording
+    against the looped reference (1.0 = the same waveform up to gain), for
+    windows starting every 20 ms. Window i covers [i*HOP_S, i*HOP_S + WINDOW_S)."""
+    w, hop = int(WINDOW_S * rate), int(HOP_S * rate)
+    n_win = max(0, (rec.shape[0] - w) // hop + 1)
+    ext = np.concatenate([ref, ref[:w]]).astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(ext.shape[0] + w)))
+    ref_f = np.fft.rfft(ext, size)
+    energy = np.cumsum(np.concatenate([[0.0], ext**2]))
+    win_norm = np.sqrt(np.maximum(energy[w : w + ref.shape[0]] - energy[: ref.shape[0]], 1e-12))
+    out = np.zeros(n_win)
+    for i in range(n_win):
+        seg = rec[i * hop : i * hop + w].astype(np.float64)
+        norm = np.linalg.norm(seg)
+        if norm < 1e-4:  # silence (below about -60 dBFS over the window)
+            continue
+        corr = np.fft.irfft(ref_f * np.conj(np.fft.rfft(seg, size)), size)[: ref.shape[0]]
+        out[i] = float(np.max(corr / (win_norm * norm)))
+    return out
+
+
+def hold_span(rec: np.ndarray, ref: np.ndarray, rate: int) -> tuple[float, float] | None:
+    """(onset, end) of the hold audio in the recording, in seconds.
+
+    Onset: the first sample of the sound that leads into the first window
+    matching the hold audio (so the 100 ms window does not round it up).
+    End: the centre of the last matching window.
+    """
+    corr = hold_correlation(rec, ref, rate)
+    hits = np.flatnonzero(corr >= HOLD_CORR)
+    if not hits.size:
+        return None
+    first = int(hits[0] * HOP_S * rate)
+    w = int(WINDOW_S * rate)
+    loud = np.flatnonzero(np.abs(rec[first : first + w]) > 0.003)  # about -50 dBFS
+    onset = (first + (int(loud[0]) if loud.size else 0)) / rate
+    end = hits[-1] * HOP_S + WINDOW_S / 2
+    return onset, end
+
+
+async def find_call_room(lk: api.LiveKitAPI, caller_number: str, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
+        for r in rooms:
+            if not r.name.startswith("call-"):
+                continue
+            parts = (await lk.room.list_participants(api.ListParticipantsRequest(room=r.name))).participants
+            for p in parts:
+                if p.kind == api.ParticipantInfo.Kind.SIP and p.attributes.get(
+                    "sip.phoneNumber"
+                ) == caller_number:
+                    return r.name
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no room with a SIP participant from {caller_number} in {timeout} s")
+
+
+async def agent_kinds_in_room(lk: api.LiveKitAPI, room: str) -> list[str]:
+    try:
+        parts = (await lk.room.list_participants(api.ListParticipantsRequest(room=room))).participants
+    except api.TwirpError:
+        return []
+    return [p.identity for p in parts if p.kind == api.ParticipantInfo.Kind.AGENT]
+
+
+async def start_caller(
+    env: dict[str, str], work: Path, number: str, freqs: list[float], duration: float,
+    hangup_after: float | None = None, target: str | None = None, tag: str = "caller",
+) -> tuple[asyncio.subprocess.Process, Path, Path]:
+    wav = Path(write_tone_wav(str(work / f"{tag}-send.wav"), freqs, seconds=2.0))
+    rec, res = work / f"{tag}-heard.wav", work / f"{tag}-result.json"
+    args = [
+        sys.executable, "-m", "tests.e2e.support.sip_caller",
+        "--target", target or env["DEV_SIP_TARGET"], "--from", number,
+        "--send-wav", str(wav), "--record", str(rec), "--duration", str(duration),
+        "--result", str(res), "--answer-timeout", "15",
+    ]
+    if hangup_after is not None:
+        args += ["--hangup-after", str(hangup_after)]
+    proc = await asyncio.create_subprocess_exec(*args, cwd=REPO)
+    return proc, rec, res
+
+
+async def held_call(
+    env: dict[str, str],
+    lk: api.LiveKitAPI,
+    work: Path,
+    hold_ref_8k: np.ndarray,
+    *,
+    number: str = "+15551230001",
+    caller_freqs: tuple[float, ...] = (697.0, 1209.0),
+    agent_hz: float = 1700.0,  # not a note or harmonic of the hold music
+    agent_after_s: float = 3.0,
+    duration_s: float = 8.0,
+    tag: str = "call",
+) -> CallOutcome:
+    out = CallOutcome()
+    url, key, secret = env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"]
+    proc, rec_path, res_path = await start_caller(
+        env, work, number, list(caller_freqs), duration_s, tag=tag
+    )
+    out.note("caller dials the trunk")
+    agent: HumanAgent | None = None
+    try:
+        out.room = await find_call_room(lk, number)
+        out.note(f"room {out.room} has the SIP participant")
+        await asyncio.sleep(agent_after_s)
+        agent = HumanAgent(url, key, secret, out.room, f"agent-{tag}", agent_hz)
+        await agent.join()
+        out.note("human agent joined")
+        await agent.speak()
+        out.note("human agent publishes audio")
+        # the worker should leave within the fade plus slack
+        left_at = None
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if not await agent_kinds_in_room(lk, out.room):
+                left_at = time.time()
+                break
+            await asyncio.sleep(0.05)
+        out.worker_left = left_at is not None
+        if left_at:
+            out.note("hold worker has left the room", left_at)
+        await asyncio.wait_for(proc.wait(), duration_s + 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if agent is not None:
+            await agent.leave()
+
+    out.result = json.loads(res_path.read_text())
+    out.status_code = int(out.result.get("status_code") or 0)
+    ev = out.result["events"]
+    if ev.get("answered"):
+        out.note("caller gets 200 OK", ev["answered"]["wall"])
+    if not rec_path.exists():
+        return out
+    rec, rate = read_wav(str(rec_path))
+    out.recording, out.record_rate = rec.astype(np.float32), rate
+    started = out.result["recording"]["started"]
+    rec_t0 = started["wall"] if isinstance(started, dict) else float(started)
+    offset = float(out.result["recording"]["offset_from_answer_s"])
+
+    span = hold_span(
+        notch(out.recording, rate, [agent_hz]), notch(hold_ref_8k, rate, [agent_hz]), rate
+    )
+    if span is not None:
+        onset, end = span
+        out.dead_air_ms = (offset + onset) * 1000
+        out.note("caller hears hold audio", rec_t0 + onset)
+        out.hold_gone_wall = rec_t0 + end
+        out.note("hold audio gone at the caller", out.hold_gone_wall)
+
+    if agent is not None:
+        out.agent_first_audio_wall = agent.first_audio_at
+        agent_share = tone_presence(rec, rate, agent_hz, window_s=WINDOW_S)
+        heard = np.flatnonzero(agent_share >= TONE_SHARE)
+        out.caller_hears_agent = heard.size >= 5
+        if heard.size:
+            out.note("caller hears the agent", rec_t0 + heard[0] * WINDOW_S)
+        if out.agent_first_audio_wall and out.hold_gone_wall:
+            out.handoff_ms = (out.hold_gone_wall - out.agent_first_audio_wall) * 1000
+        heard_by_agent = agent.heard_audio()
+        if heard_by_agent.size:
+            shares = [
+                tone_presence(heard_by_agent, 48_000, f, window_s=WINDOW_S) for f in caller_freqs
+            ]
+            both = np.minimum(*shares) if len(shares) > 1 else shares[0]
+            out.agent_hears_caller = int(np.sum(both >= TONE_SHARE / 2)) >= 5
+    out.timeline.sort()
+    return out
+
+
+def format_timeline(out: CallOutcome) -> str:
+    if not out.timeline:
+        return ""
+    t0 = out.timeline[0][0]
+    return "\n".join(f"  +{(t - t0) * 1000:7.0f} ms  {what}" for t, what in out.timeline)

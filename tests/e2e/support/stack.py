@@ -1,0 +1,45 @@
+"""Bring the local stack up (idempotent) and provision the dev trunk and rule."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def stack_env() -> dict[str, str]:
+    """The variables devstack/env.sh exports, read by running it."""
+    out = subprocess.run(
+        ["bash", "-c", "source devstack/env.sh && env -0"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "DEV_"))},
+    ).stdout.decode()
+    pairs = (item.split("=", 1) for item in out.split("\0") if "=" in item)
+    return {k: v for k, v in pairs if k.startswith(("LIVEKIT_", "DEV_", "SIP_"))}
+
+
+def ensure_stack() -> dict[str, str]:
+    up = subprocess.run(["bash", "devstack/up.sh"], cwd=REPO, capture_output=True, text=True)
+    if up.returncode != 0:
+        raise RuntimeError(f"devstack/up.sh failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
+    env = stack_env()
+    prov = subprocess.run(
+        [
+            sys.executable, "-m", "worker", "provision",
+            "--number", env["DEV_TRUNK_NUMBER"],
+            "--allowed-address", "127.0.0.1/32",
+            "--header", "X-Store-Id=store.id",
+        ],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    if prov.returncode != 0:
+        raise RuntimeError(f"provision failed: {prov.stderr.strip()}")
+    return env
