@@ -180,9 +180,7 @@ class CallLifecycle:
                     return self._start_fade()
                 return []
             if isinstance(event, Tick) and now >= self.started_at + self.timers.caller_join_timeout:
-                return self._end(
-                    f"no caller joined within {self.timers.caller_join_timeout:g} s"
-                )
+                return self._end(f"no caller joined within {self.timers.caller_join_timeout:g} s")
             return []
 
         if self.state is State.HOLDING:

@@ -34,6 +34,9 @@ async def entrypoint(ctx: JobContext) -> None:
     s = settings()
     session = CallSession(ctx, s, hold_audio(s))
     reason = await session.run()
+    # Leave the room now rather than when the job runner gets round to it:
+    # the room (and the web app) sees the worker gone at once.
+    await ctx.room.disconnect()
     ctx.shutdown(reason)
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
-import numpy as np
 import pytest
+from livekit import api
 
 from tests.e2e.support.scenario import (
     agent_kinds_in_room,
@@ -19,6 +21,7 @@ from tests.e2e.support.scenario import (
 pytestmark = pytest.mark.e2e
 
 FADE_MS = 400
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_caller_hears_hold_then_agent(lk_env, lkapi, worker, work_dir, hold_reference_8k):
@@ -39,3 +42,75 @@ async def test_caller_hears_hold_then_agent(lk_env, lkapi, worker, work_dir, hol
     assert out.caller_hears_agent
     assert out.agent_hears_caller
     assert out.worker_left
+
+
+async def test_caller_hangs_up_during_hold(lk_env, lkapi, worker, work_dir):
+    number = "+15551230002"
+    proc, _rec, res = await start_caller(
+        lk_env, work_dir, number, [770.0, 1336.0], duration=20.0, hangup_after=3.0, tag="hangup"
+    )
+    room = await find_call_room(lkapi, number)
+    # the worker is in the room holding the call
+    for _ in range(100):
+        if await agent_kinds_in_room(lkapi, room):
+            break
+        await asyncio.sleep(0.05)
+    assert await agent_kinds_in_room(lkapi, room), "the hold worker never joined"
+
+    async def worker_gone_at() -> float:
+        while await agent_kinds_in_room(lkapi, room):
+            await asyncio.sleep(0.02)
+        return time.time()
+
+    watcher = asyncio.create_task(worker_gone_at())  # watch while the caller hangs up
+    await asyncio.wait_for(proc.wait(), 30)
+    result = json.loads(res.read_text())
+    hung_up = result["events"]["hangup"]["wall"]
+    left = await asyncio.wait_for(watcher, 5)
+    assert left is not None, "the worker stayed in the room after the caller hung up"
+    left_ms = (left - hung_up) * 1000
+    print(f"\ncaller hung up; worker left the room {left_ms:.0f} ms later")
+    assert left_ms <= 1000
+    # the job ended cleanly: an ordinary end in the log, no error lines for this room
+    await asyncio.sleep(0.5)
+    lines = [r for r in worker.log_lines() if r.get("room") == room]
+    assert any("call ended: caller hung up" in r.get("message", "") for r in lines)
+    errors = [r for r in lines if r.get("level") in ("ERROR", "CRITICAL")]
+    assert errors == []
+
+
+async def test_unknown_number_is_refused_and_worker_unharmed(lk_env, lkapi, worker, work_dir):
+    """livekit-sip answers an INVITE for a number no trunk has with 100 and 180
+    and then drops it without a final response (LiveKit's flood protection:
+    scanners learn nothing). The carrier sees ringing, then its own timeout."""
+    jobs_before = worker.text().count("received job request")
+    number = "+15559990000"
+    target = lk_env["DEV_SIP_TARGET"].replace(lk_env["DEV_TRUNK_NUMBER"], number)
+    sip_log = REPO / ".devstack" / "run" / "livekit-sip.log"
+    log_from = sip_log.stat().st_size
+    proc, _rec, res = await start_caller(
+        lk_env,
+        work_dir,
+        "+15551230003",
+        [852.0, 1477.0],
+        duration=3.0,
+        target=target,
+        tag="refused",
+        answer_timeout=5.0,
+    )
+    code = await asyncio.wait_for(proc.wait(), 40)
+    result = json.loads(res.read_text())
+    with sip_log.open("rb") as f:
+        f.seek(log_from)
+        sip_lines = [ln for ln in f.read().decode(errors="replace").splitlines() if number in ln]
+    closed = [ln for ln in sip_lines if "Closing inbound call" in ln]
+    print(
+        f"\ncall to an unknown number: caller saw {result.get('provisional')} then "
+        f"{result['status_code']} {result.get('reason')}; livekit-sip: {len(closed)} call closed"
+    )
+    assert code == 3 and not result["answered"]
+    assert closed, "livekit-sip did not close the call"
+    rooms = (await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms
+    assert not [r.name for r in rooms if number in r.name]
+    assert worker.proc.poll() is None, "the worker died"
+    assert worker.text().count("received job request") == jobs_before

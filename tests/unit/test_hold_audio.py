@@ -28,7 +28,7 @@ def write_tone(path: Path, freq: float, rate: int, channels: int, subtype: str, 
 
 
 def dominant_hz(x: np.ndarray, rate: int = SAMPLE_RATE) -> float:
-    win = x[: rate] * np.hanning(min(rate, x.shape[0]))
+    win = x[:rate] * np.hanning(min(rate, x.shape[0]))
     spec = np.abs(np.fft.rfft(win))
     return float(np.fft.rfftfreq(win.shape[0], 1 / rate)[np.argmax(spec)])
 

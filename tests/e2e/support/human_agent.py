@@ -57,7 +57,10 @@ class HumanAgent:
     def _on_track(
         self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
     ) -> None:
-        if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP and track.kind == rtc.TrackKind.KIND_AUDIO:
+        if (
+            p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+            and track.kind == rtc.TrackKind.KIND_AUDIO
+        ):
             self._tasks.append(asyncio.create_task(self._record(track)))
 
     async def _record(self, track: rtc.Track) -> None:

@@ -48,6 +48,7 @@ class CallOutcome:
     worker_left: bool | None = None
     recording: np.ndarray | None = None
     record_rate: int = 8000
+    agent_heard: np.ndarray | None = None  # 48 kHz, what the agent heard from the caller
 
     def note(self, what: str, wall: float | None = None) -> None:
         self.timeline.append((wall if wall is not None else time.time(), what))
@@ -114,11 +115,14 @@ async def find_call_room(lk: api.LiveKitAPI, caller_number: str, timeout: float 
         for r in rooms:
             if not r.name.startswith("call-"):
                 continue
-            parts = (await lk.room.list_participants(api.ListParticipantsRequest(room=r.name))).participants
+            parts = (
+                await lk.room.list_participants(api.ListParticipantsRequest(room=r.name))
+            ).participants
             for p in parts:
-                if p.kind == api.ParticipantInfo.Kind.SIP and p.attributes.get(
-                    "sip.phoneNumber"
-                ) == caller_number:
+                if (
+                    p.kind == api.ParticipantInfo.Kind.SIP
+                    and p.attributes.get("sip.phoneNumber") == caller_number
+                ):
                     return r.name
         await asyncio.sleep(0.05)
     raise AssertionError(f"no room with a SIP participant from {caller_number} in {timeout} s")
@@ -126,23 +130,45 @@ async def find_call_room(lk: api.LiveKitAPI, caller_number: str, timeout: float 
 
 async def agent_kinds_in_room(lk: api.LiveKitAPI, room: str) -> list[str]:
     try:
-        parts = (await lk.room.list_participants(api.ListParticipantsRequest(room=room))).participants
+        parts = (
+            await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        ).participants
     except api.TwirpError:
         return []
     return [p.identity for p in parts if p.kind == api.ParticipantInfo.Kind.AGENT]
 
 
 async def start_caller(
-    env: dict[str, str], work: Path, number: str, freqs: list[float], duration: float,
-    hangup_after: float | None = None, target: str | None = None, tag: str = "caller",
+    env: dict[str, str],
+    work: Path,
+    number: str,
+    freqs: list[float],
+    duration: float,
+    hangup_after: float | None = None,
+    target: str | None = None,
+    tag: str = "caller",
+    answer_timeout: float = 15.0,
 ) -> tuple[asyncio.subprocess.Process, Path, Path]:
     wav = Path(write_tone_wav(str(work / f"{tag}-send.wav"), freqs, seconds=2.0))
     rec, res = work / f"{tag}-heard.wav", work / f"{tag}-result.json"
     args = [
-        sys.executable, "-m", "tests.e2e.support.sip_caller",
-        "--target", target or env["DEV_SIP_TARGET"], "--from", number,
-        "--send-wav", str(wav), "--record", str(rec), "--duration", str(duration),
-        "--result", str(res), "--answer-timeout", "15",
+        sys.executable,
+        "-m",
+        "tests.e2e.support.sip_caller",
+        "--target",
+        target or env["DEV_SIP_TARGET"],
+        "--from",
+        number,
+        "--send-wav",
+        str(wav),
+        "--record",
+        str(rec),
+        "--duration",
+        str(duration),
+        "--result",
+        str(res),
+        "--answer-timeout",
+        str(answer_timeout),
     ]
     if hangup_after is not None:
         args += ["--hangup-after", str(hangup_after)]
@@ -231,6 +257,7 @@ async def held_call(
         if out.agent_first_audio_wall and out.hold_gone_wall:
             out.handoff_ms = (out.hold_gone_wall - out.agent_first_audio_wall) * 1000
         heard_by_agent = agent.heard_audio()
+        out.agent_heard = heard_by_agent
         if heard_by_agent.size:
             shares = [
                 tone_presence(heard_by_agent, 48_000, f, window_s=WINDOW_S) for f in caller_freqs

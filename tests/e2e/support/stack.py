@@ -30,10 +30,16 @@ def ensure_stack() -> dict[str, str]:
     env = stack_env()
     prov = subprocess.run(
         [
-            sys.executable, "-m", "worker", "provision",
-            "--number", env["DEV_TRUNK_NUMBER"],
-            "--allowed-address", "127.0.0.1/32",
-            "--header", "X-Store-Id=store.id",
+            sys.executable,
+            "-m",
+            "worker",
+            "provision",
+            "--number",
+            env["DEV_TRUNK_NUMBER"],
+            "--allowed-address",
+            "127.0.0.1/32",
+            "--header",
+            "X-Store-Id=store.id",
         ],
         cwd=REPO,
         env={**os.environ, **env},

@@ -1,0 +1,74 @@
+"""The hold worker as a real `python -m worker start` process, for e2e tests and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    started: float = field(default_factory=time.time)
+
+    def log_lines(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+        return out
+
+    def messages(self) -> list[str]:
+        return [r.get("message", "") for r in self.log_lines()]
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(env: dict[str, str], log_dir: Path, **hold_env: str) -> WorkerProcess:
+    hold_env.setdefault("HOLD_HTTP_PORT", "0")
+    log_path = log_dir / f"worker-{int(time.time() * 1000)}.log"
+    full_env = {**os.environ, **env, **hold_env, "PYTHONUNBUFFERED": "1"}
+    f = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "start", "--log-level", "debug"],
+        cwd=REPO,
+        env=full_env,
+        stdout=f,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    w = WorkerProcess(proc, log_path)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}:\n{w.text()[-3000:]}")
+        if "registered worker" in w.text():
+            return w
+        time.sleep(0.1)
+    stop_worker(w)
+    raise RuntimeError(f"worker did not register within 60 s:\n{w.text()[-3000:]}")
+
+
+def stop_worker(w: WorkerProcess, timeout: float = 30.0) -> int:
+    if w.proc.poll() is None:
+        w.proc.send_signal(signal.SIGTERM)
+        try:
+            w.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(w.proc.pid, signal.SIGKILL)
+            w.proc.wait(5)
+    return w.proc.returncode
