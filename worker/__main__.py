@@ -35,6 +35,11 @@ def _check_livekit_env(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> None:
     cmd = argv[1] if len(argv) > 1 else ""
+    # livekit-agents watches every job's event loop for blocking with two
+    # wake-ups per 20 ms tick per call; at the default 100 ms threshold that
+    # was about 1 % of a core per held call. Hold audio tolerates 500 ms
+    # (the queue holds one to two chunks), so warn from there unless set.
+    os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "500")
     if cmd == "provision":
         from .provision import main as provision_main
 

@@ -33,10 +33,13 @@ class Settings(BaseSettings):
     audio: Path = DEFAULT_HOLD_AUDIO
     level_dbfs: float = Field(-20.0, ge=-40.0, le=-6.0)
     max_audio_seconds: float = Field(600.0, gt=0.0, le=3600.0)
-    # 100 ms chunks: measured 0.55 % of a core per stream against 3.3 % for
-    # 10 ms frames (see README); the handoff flushes the queue, so the chunk
-    # size does not add latency to the fade.
-    chunk_ms: int = Field(100, ge=10, le=200)
+    # 500 ms chunks. Offline, one stream costs 7.8 % of a core at 10 ms,
+    # 1.1 % at 100 ms and 0.8 % at 200 ms (bench/chunk_cpu.py). In the worker
+    # every push completes through the SDK's process-wide FFI event queue,
+    # which wakes every call's event loop, so with 10 calls the worker took
+    # 87-98 % of a core at 100 ms and 52-70 % at 500 ms (same at 1000 ms).
+    # Handoff latency does not depend on it: a fade flushes the queue.
+    chunk_ms: int = Field(500, ge=10, le=1000)
     fade_ms: int = Field(400, ge=0, le=5000)
     caller_join_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     max_wait_s: float = Field(0.0, ge=0.0, le=86400.0)

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests.e2e.support.scenario import WINDOW_S, held_call
+from tests.e2e.support.scenario import WINDOW_S, analyse_call, held_call
 from tests.e2e.support.signals import tone_presence
 
 pytestmark = pytest.mark.e2e
@@ -35,13 +35,17 @@ async def test_ten_calls_at_once_no_cross_talk(lk_env, lkapi, worker, work_dir, 
                 number=f"+1555123{1000 + i}",
                 caller_freqs=CALLER_TONES[i],
                 agent_hz=AGENT_TONES[i],
-                agent_after_s=4.0,
-                duration_s=9.0,
+                agent_after_s=5.0,
+                agent_delay_s=0.3 * i,  # agents arrive over 3 s, as people do
+                duration_s=12.0,
                 tag=f"c{i}",
+                analyse=False,  # analysed below, once every call has ended
             )
             for i in range(N)
         ]
     )
+    for o in outs:
+        analyse_call(o, hold_reference_8k)
     rooms = {o.room for o in outs}
     print()
     for i, o in enumerate(outs):

@@ -25,7 +25,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_defaults() -> None:
     s = load_settings()
     assert s.agent_name == "hold-agent"
-    assert s.fade_ms == 400 and s.chunk_ms == 100 and s.max_wait_s == 0
+    assert s.fade_ms == 400 and s.chunk_ms == 500 and s.max_wait_s == 0
     assert s.audio.name == "hold-default.flac"
     assert s.agent_rule.identity_prefix == "agent-"
     assert (s.agent_rule.role_attribute, s.agent_rule.role_value) == ("role", "agent")

@@ -1,13 +1,13 @@
 """HoldPlayer: pushes the shared hold loop into an rtc.AudioSource for one call.
 
 Pacing. The pusher keeps between one and two chunks queued in the source
-(default 100-200 ms). It never blocks inside capture_frame: it sleeps until
-less than one chunk is queued and then pushes the next, so a capture is never
-in flight when the queue is flushed.
+(default 500 ms chunks: 0.5 to 1 s queued). It never blocks inside
+capture_frame: it sleeps until less than one chunk is queued and then pushes
+the next, so a capture is never in flight when the queue is flushed.
 
-Chunk size. 100 ms chunks cost about 0.55 % of a core per stream against
-3.3 % for 10 ms frames (measured offline on this machine; bench/), and two
-queued chunks ride out 100 ms stalls of a busy event loop without a gap.
+Chunk size. Fewer, larger pushes cost less CPU (figures in settings.py and
+the README), and a deep queue rides out stalls of a busy event loop without
+a gap in the caller's audio.
 
 Handoff without waiting for the queue. A fade (or a resume) flushes what is
 queued, steps the loop cursor back by what was dropped, and re-renders from

@@ -49,6 +49,9 @@ class CallOutcome:
     recording: np.ndarray | None = None
     record_rate: int = 8000
     agent_heard: np.ndarray | None = None  # 48 kHz, what the agent heard from the caller
+    rec_path: Path | None = None
+    agent_hz: float = 0.0
+    caller_freqs: tuple[float, ...] = ()
 
     def note(self, what: str, wall: float | None = None) -> None:
         self.timeline.append((wall if wall is not None else time.time(), what))
@@ -64,25 +67,19 @@ def notch(x: np.ndarray, rate: int, freqs: list[float], width_hz: float = 40.0) 
     return np.fft.irfft(spec, x.shape[0]).astype(np.float32)
 
 
-HOP_S = 0.02
-
-
-def hold_correlation(rec: np.ndarray, ref: np.ndarray, rate: int = 8000) -> np.ndarray:
-    """Best normalised correlation of each 100 ms window of the recording
-    against the looped reference (1.0 = the same waveform up to gain), for
-    windows starting every 20 ms. Window i covers [i*HOP_S, i*HOP_S + WINDOW_S)."""
-    w, hop = int(WINDOW_S * rate), int(HOP_S * rate)
-    n_win = max(0, (rec.shape[0] - w) // hop + 1)
+def _window_scores(rec: np.ndarray, ref: np.ndarray, starts: list[int], w: int) -> np.ndarray:
+    """Best normalised correlation (1.0 = same waveform up to gain) of the
+    windows rec[s:s+w] against the looped reference."""
     ext = np.concatenate([ref, ref[:w]]).astype(np.float64)
     size = 1 << int(np.ceil(np.log2(ext.shape[0] + w)))
     ref_f = np.fft.rfft(ext, size)
     energy = np.cumsum(np.concatenate([[0.0], ext**2]))
     win_norm = np.sqrt(np.maximum(energy[w : w + ref.shape[0]] - energy[: ref.shape[0]], 1e-12))
-    out = np.zeros(n_win)
-    for i in range(n_win):
-        seg = rec[i * hop : i * hop + w].astype(np.float64)
+    out = np.zeros(len(starts))
+    for i, s0 in enumerate(starts):
+        seg = rec[s0 : s0 + w].astype(np.float64)
         norm = np.linalg.norm(seg)
-        if norm < 1e-4:  # silence (below about -60 dBFS over the window)
+        if seg.shape[0] < w or norm < 1e-4:  # silence (under about -60 dBFS)
             continue
         corr = np.fft.irfft(ref_f * np.conj(np.fft.rfft(seg, size)), size)[: ref.shape[0]]
         out[i] = float(np.max(corr / (win_norm * norm)))
@@ -92,19 +89,27 @@ def hold_correlation(rec: np.ndarray, ref: np.ndarray, rate: int = 8000) -> np.n
 def hold_span(rec: np.ndarray, ref: np.ndarray, rate: int) -> tuple[float, float] | None:
     """(onset, end) of the hold audio in the recording, in seconds.
 
-    Onset: the first sample of the sound that leads into the first window
-    matching the hold audio (so the 100 ms window does not round it up).
-    End: the centre of the last matching window.
+    A coarse pass scores 100 ms windows every 100 ms; a fine pass scores
+    windows every 10 ms around the first and the last match.
+    Onset: the first sample of the sound that leads into the first matching
+    window. End: the centre of the last matching window.
     """
-    corr = hold_correlation(rec, ref, rate)
-    hits = np.flatnonzero(corr >= HOLD_CORR)
+    w, fine = int(WINDOW_S * rate), int(0.01 * rate)
+    coarse_starts = list(range(0, rec.shape[0] - w + 1, w))
+    coarse = _window_scores(rec, ref, coarse_starts, w)
+    hits = np.flatnonzero(coarse >= HOLD_CORR)
     if not hits.size:
         return None
-    first = int(hits[0] * HOP_S * rate)
-    w = int(WINDOW_S * rate)
+    first_c, last_c = coarse_starts[hits[0]], coarse_starts[hits[-1]]
+    around_first = list(range(max(0, first_c - w), first_c + 1, fine))
+    s1 = _window_scores(rec, ref, around_first, w)
+    first = around_first[int(np.flatnonzero(s1 >= HOLD_CORR)[0])]
+    around_last = list(range(last_c, min(rec.shape[0] - w, last_c + w) + 1, fine))
+    s2 = _window_scores(rec, ref, around_last, w)
+    last = around_last[int(np.flatnonzero(s2 >= HOLD_CORR)[-1])]
     loud = np.flatnonzero(np.abs(rec[first : first + w]) > 0.003)  # about -50 dBFS
     onset = (first + (int(loud[0]) if loud.size else 0)) / rate
-    end = hits[-1] * HOP_S + WINDOW_S / 2
+    end = (last + w / 2) / rate
     return onset, end
 
 
@@ -188,6 +193,8 @@ async def held_call(
     agent_after_s: float = 3.0,
     duration_s: float = 8.0,
     tag: str = "call",
+    analyse: bool = True,
+    agent_delay_s: float = 0.0,
 ) -> CallOutcome:
     out = CallOutcome()
     url, key, secret = env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"]
@@ -199,7 +206,7 @@ async def held_call(
     try:
         out.room = await find_call_room(lk, number)
         out.note(f"room {out.room} has the SIP participant")
-        await asyncio.sleep(agent_after_s)
+        await asyncio.sleep(agent_after_s + agent_delay_s)
         agent = HumanAgent(url, key, secret, out.room, f"agent-{tag}", agent_hz)
         await agent.join()
         out.note("human agent joined")
@@ -226,16 +233,30 @@ async def held_call(
 
     out.result = json.loads(res_path.read_text())
     out.status_code = int(out.result.get("status_code") or 0)
+    out.rec_path = rec_path
+    out.agent_hz, out.caller_freqs = agent_hz, caller_freqs
+    if agent is not None:
+        out.agent_first_audio_wall = agent.first_audio_at
+        out.agent_heard = agent.heard_audio()
+    if analyse:
+        analyse_call(out, hold_ref_8k)
+    return out
+
+
+def analyse_call(out: CallOutcome, hold_ref_8k: np.ndarray) -> CallOutcome:
+    """What the caller and the agent heard. CPU-heavy: run it after the calls,
+    never while other calls are live in the same event loop."""
     ev = out.result["events"]
     if ev.get("answered"):
         out.note("caller gets 200 OK", ev["answered"]["wall"])
-    if not rec_path.exists():
+    if out.rec_path is None or not out.rec_path.exists():
         return out
-    rec, rate = read_wav(str(rec_path))
+    rec, rate = read_wav(str(out.rec_path))
     out.recording, out.record_rate = rec.astype(np.float32), rate
     started = out.result["recording"]["started"]
     rec_t0 = started["wall"] if isinstance(started, dict) else float(started)
     offset = float(out.result["recording"]["offset_from_answer_s"])
+    agent_hz = out.agent_hz
 
     span = hold_span(
         notch(out.recording, rate, [agent_hz]), notch(hold_ref_8k, rate, [agent_hz]), rate
@@ -247,8 +268,7 @@ async def held_call(
         out.hold_gone_wall = rec_t0 + end
         out.note("hold audio gone at the caller", out.hold_gone_wall)
 
-    if agent is not None:
-        out.agent_first_audio_wall = agent.first_audio_at
+    if out.agent_heard is not None:
         agent_share = tone_presence(rec, rate, agent_hz, window_s=WINDOW_S)
         heard = np.flatnonzero(agent_share >= TONE_SHARE)
         out.caller_hears_agent = heard.size >= 5
@@ -256,13 +276,12 @@ async def held_call(
             out.note("caller hears the agent", rec_t0 + heard[0] * WINDOW_S)
         if out.agent_first_audio_wall and out.hold_gone_wall:
             out.handoff_ms = (out.hold_gone_wall - out.agent_first_audio_wall) * 1000
-        heard_by_agent = agent.heard_audio()
-        out.agent_heard = heard_by_agent
-        if heard_by_agent.size:
+        if out.agent_heard.size:
             shares = [
-                tone_presence(heard_by_agent, 48_000, f, window_s=WINDOW_S) for f in caller_freqs
+                tone_presence(out.agent_heard, 48_000, f, window_s=WINDOW_S)
+                for f in out.caller_freqs
             ]
-            both = np.minimum(*shares) if len(shares) > 1 else shares[0]
+            both = np.minimum.reduce(shares)
             out.agent_hears_caller = int(np.sum(both >= TONE_SHARE / 2)) >= 5
     out.timeline.sort()
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -23,19 +24,36 @@ def stack_env() -> dict[str, str]:
     return {k: v for k, v in pairs if k.startswith(("LIVEKIT_", "DEV_", "SIP_"))}
 
 
+E2E_TRUNK = "hold-e2e"
+E2E_RULE = "hold-e2e-calls"
+E2E_NUMBER = "+15550199"
+
+
 def ensure_stack() -> dict[str, str]:
+    """Stack up, and a trunk + dispatch rule of the tests' own: their own
+    number and a fresh agent name per run, so neither a `make dev` worker nor
+    a worker left over from another run can take the tests' calls."""
     up = subprocess.run(["bash", "devstack/up.sh"], cwd=REPO, capture_output=True, text=True)
     if up.returncode != 0:
         raise RuntimeError(f"devstack/up.sh failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
     env = stack_env()
+    env["HOLD_AGENT_NAME"] = f"hold-e2e-{os.getpid()}-{secrets.token_hex(3)}"
+    env["DEV_SIP_TARGET"] = env["DEV_SIP_TARGET"].replace(env["DEV_TRUNK_NUMBER"], E2E_NUMBER)
+    env["DEV_TRUNK_NUMBER"] = E2E_NUMBER
     prov = subprocess.run(
         [
             sys.executable,
             "-m",
             "worker",
             "provision",
+            "--trunk-name",
+            E2E_TRUNK,
+            "--rule-name",
+            E2E_RULE,
+            "--agent-name",
+            env["HOLD_AGENT_NAME"],
             "--number",
-            env["DEV_TRUNK_NUMBER"],
+            E2E_NUMBER,
             "--allowed-address",
             "127.0.0.1/32",
             "--header",

@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive the test run that started it: a stray worker
+    registered under the same agent name would take the next run's calls."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -44,12 +53,13 @@ def start_worker(env: dict[str, str], log_dir: Path, **hold_env: str) -> WorkerP
     full_env = {**os.environ, **env, **hold_env, "PYTHONUNBUFFERED": "1"}
     f = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "start", "--log-level", "debug"],
+        [sys.executable, "-m", "worker", "start", "--log-level", "info"],
         cwd=REPO,
         env=full_env,
         stdout=f,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     w = WorkerProcess(proc, log_path)
     deadline = time.time() + 60
