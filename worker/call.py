@@ -110,6 +110,8 @@ class CallSession:
         self._publication: rtc.LocalTrackPublication | None = None
         self._hold_since_ms = 0
         self._caller_masked = ""
+        self._state_dirty = asyncio.Event()
+        self._state_task: asyncio.Task[None] | None = None
         self.log = logging.LoggerAdapter(logger, {"room": self.room.name})
 
     # ---- the call, top to bottom ---------------------------------------------
@@ -127,7 +129,8 @@ class CallSession:
             "hold audio published",
             extra={"publish_ms": round((self.clock() - t0) * 1000)},
         )
-        await self._publish_state()
+        self._state_dirty.set()
+        self._state_task = asyncio.create_task(self._state_publisher(), name="hold-state")
         for p in list(self.room.remote_participants.values()):
             self._on_participant_connected(p)
         try:
@@ -154,7 +157,7 @@ class CallSession:
             if action.state is State.HOLDING and action.previous is State.WAITING:
                 self._hold_since_ms = int(time.time() * 1000)
             self.log.info(f"state {action.previous} -> {action.state}")
-            await self._publish_state()
+            self._state_dirty.set()  # published by _state_publisher, never in the audio path
         elif isinstance(action, StartFade):
             self.log.info("agent audio live, fading hold audio out", extra={"agent": action.agent})
             self._fade_task = asyncio.create_task(self._fade(action.fade_id), name="hold-fade")
@@ -204,6 +207,17 @@ class CallSession:
         except Exception as e:
             self.log.warning(f"transfer failed, hanging up instead: {e}")
             await self._hang_up(f"transfer to {target} failed")
+
+    async def _state_publisher(self) -> None:
+        """Publish the latest state attributes whenever they change.
+
+        Attributes go to the server and back: under load that round trip took
+        over a second. Publishing here, off the lifecycle loop, keeps it out of
+        the way of the fade; a burst of changes collapses into one update."""
+        while True:
+            await self._state_dirty.wait()
+            self._state_dirty.clear()
+            await self._publish_state()
 
     async def _publish_state(self) -> None:
         attrs = {
@@ -284,6 +298,12 @@ class CallSession:
 
     async def _close(self) -> None:
         await self._cancel_fade()
+        if self._state_task is not None:
+            self._state_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._state_task
+        with contextlib.suppress(TimeoutError):  # the final state, "done", for the web app
+            await asyncio.wait_for(self._publish_state(), 2.0)
         if self._publication is not None and self.room.isconnected():
             with contextlib.suppress(Exception):
                 await self.room.local_participant.unpublish_track(self._publication.sid)

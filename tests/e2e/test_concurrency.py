@@ -37,7 +37,7 @@ async def test_ten_calls_at_once_no_cross_talk(lk_env, lkapi, worker, work_dir, 
                 agent_hz=AGENT_TONES[i],
                 agent_after_s=5.0,
                 agent_delay_s=0.3 * i,  # agents arrive over 3 s, as people do
-                duration_s=12.0,
+                duration_s=20.0,
                 tag=f"c{i}",
                 analyse=False,  # analysed below, once every call has ended
             )
