@@ -37,7 +37,7 @@ dev: provision-local
 	@source devstack/env.sh && bash devstack/how-to-call.sh && \
 	  exec $(PY) -m worker dev
 
-test: stack
+test: stack lint
 	bash .ci/pytest-all.sh
 
 test-unit: venv

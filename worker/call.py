@@ -256,7 +256,7 @@ class CallSession:
         if role is Role.CALLER and self.lifecycle.caller is None:
             self._caller_masked = mask_number(p.attributes.get("sip.phoneNumber"))
             call_id = p.attributes.get("sip.callID", "")
-            self.log.extra = {"room": self.room.name, "sip.callID": call_id}  # type: ignore[assignment]
+            self.log.extra = {"room": self.room.name, "sip.callID": call_id}
             self.ctx.log_context_fields = {**self.ctx.log_context_fields, "sip.callID": call_id}
             self.log.info("caller joined", extra={"caller": self._caller_masked})
             self._events.put_nowait(CallerJoined(p.identity))

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     @classmethod
     def _transfer_uri(cls, v: str) -> str:
         v = v.strip()
-        if v and not (v.startswith("tel:") or v.startswith("sip:")) or v in ("tel:", "sip:"):
+        if (v and not v.startswith(("tel:", "sip:"))) or v in ("tel:", "sip:"):
             raise ValueError("must be a tel: or sip: URI, e.g. tel:+15550100 or sip:desk@pbx")
         return v
 

@@ -78,7 +78,7 @@ async def test_frames_carry_the_hold_audio_without_gaps(hold) -> None:
     nonzero = np.flatnonzero(np.abs(audio) > 1e-4)
     start = nonzero[0]
     body = audio[start : start + SAMPLE_RATE]  # one second from the first sound
-    off, score = best_alignment(body, hold.samples)
+    _off, score = best_alignment(body, hold.samples)
     print(f"\nfirst audio after {start / SAMPLE_RATE * 1000:.0f} ms; correlation {score:.4f}")
     assert score > 0.99, "the stream must carry the hold file itself"
     # no dropouts: no 10 ms frame of exact silence once audio has started

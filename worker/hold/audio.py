@@ -39,7 +39,7 @@ class HoldAudio:
 
     @property
     def seconds(self) -> float:
-        return self.samples.shape[0] / SAMPLE_RATE
+        return float(self.samples.shape[0] / SAMPLE_RATE)
 
 
 _cache: dict[tuple[str, int, int, float, float], HoldAudio] = {}

@@ -117,7 +117,7 @@ class LoopCursor:
         if loop.shape[0] == 0:
             raise ValueError("hold audio is empty")
         self._loop = loop
-        self._pos = position % loop.shape[0]
+        self._pos = int(position % loop.shape[0])
 
     @property
     def position(self) -> int:
@@ -132,11 +132,11 @@ class LoopCursor:
         else:
             idx = np.arange(start, end) % size
             chunk = self._loop[idx]
-        self._pos = end % size
+        self._pos = int(end % size)
         return chunk
 
     def rewind(self, n: int) -> None:
-        self._pos = (self._pos - n) % self._loop.shape[0]
+        self._pos = int((self._pos - n) % self._loop.shape[0])
 
 
 class GainRamp:
@@ -164,7 +164,7 @@ class GainRamp:
 
     @property
     def settled(self) -> bool:
-        return self._done >= self._curve.shape[0]
+        return bool(self._done >= self._curve.shape[0])
 
     def ramp_to(self, target: float, samples: int) -> None:
         """Start moving from the current gain to `target` over `samples` samples."""
@@ -207,4 +207,5 @@ class GainRamp:
 def float_to_int16(samples: Audio) -> npt.NDArray[np.int16]:
     """Convert [-1, 1] float to int16 PCM with rounding and clipping."""
     scaled = np.clip(samples, -1.0, 1.0) * 32767.0
-    return np.rint(scaled).astype(np.int16)
+    out: npt.NDArray[np.int16] = np.rint(scaled).astype(np.int16)
+    return out

@@ -78,7 +78,7 @@ class HoldPlayer:
     async def _restart(self, target_gain: float, fade_ms: int) -> None:
         """Drop queued audio, rewind to the sample being heard now, and push
         the first chunk of the new gain curve at once."""
-        queued = int(round(self._source.queued_duration * SAMPLE_RATE))
+        queued = round(self._source.queued_duration * SAMPLE_RATE)
         self._source.clear_queue()
         self._cursor.rewind(queued)
         self._gain.ramp_to(target_gain, SAMPLE_RATE * fade_ms // 1000)
