@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 from livekit import api
 
+from tests.e2e.support.human_agent import HumanAgent
 from tests.e2e.support.scenario import (
     agent_kinds_in_room,
     find_call_room,
     format_timeline,
     held_call,
+    hold_span,
     start_caller,
 )
+from tests.e2e.support.signals import read_wav
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +59,17 @@ async def test_caller_hangs_up_during_hold(lk_env, lkapi, worker, work_dir):
             break
         await asyncio.sleep(0.05)
     assert await agent_kinds_in_room(lkapi, room), "the hold worker never joined"
+    # the web app sees the call's state on the worker participant
+    attrs = await worker_attributes(lkapi, room)
+    for _ in range(40):
+        if attrs.get("hold.state") == "holding":
+            break
+        await asyncio.sleep(0.05)
+        attrs = await worker_attributes(lkapi, room)
+    print(f"\nworker attributes while holding: {attrs}")
+    assert attrs.get("hold.state") == "holding"
+    assert attrs.get("hold.caller") == "+1555***0002"
+    assert abs(int(attrs["hold.since"]) / 1000 - time.time()) < 30
 
     async def worker_gone_at() -> float:
         while await agent_kinds_in_room(lkapi, room):
@@ -77,6 +91,59 @@ async def test_caller_hangs_up_during_hold(lk_env, lkapi, worker, work_dir):
     assert any("call ended: caller hung up" in r.get("message", "") for r in lines)
     errors = [r for r in lines if r.get("level") in ("ERROR", "CRITICAL")]
     assert errors == []
+
+
+async def worker_attributes(lk: api.LiveKitAPI, room: str) -> dict[str, str]:
+    parts = (await lk.room.list_participants(api.ListParticipantsRequest(room=room))).participants
+    agents = [p for p in parts if p.kind == api.ParticipantInfo.Kind.AGENT]
+    return dict(agents[0].attributes) if agents else {}
+
+
+async def test_muted_agent_does_not_take_the_call_until_unmuted(
+    lk_env, lkapi, worker, work_dir, hold_reference_8k
+):
+    """An agent who joins with the microphone muted must not leave the caller
+    in silence: hold audio goes on until the agent's audio is live."""
+    number = "+15551230005"
+    proc, rec, res = await start_caller(
+        lk_env, work_dir, number, [941.0, 1209.0], duration=12.0, tag="muted"
+    )
+    room = await find_call_room(lkapi, number)
+    await asyncio.sleep(1.5)
+    agent = HumanAgent(
+        lk_env["LIVEKIT_URL"],
+        lk_env["LIVEKIT_API_KEY"],
+        lk_env["LIVEKIT_API_SECRET"],
+        room,
+        "agent-muted",
+        1700.0,
+    )
+    try:
+        await agent.join()
+        await agent.speak(muted=True)
+        muted_from = time.time()
+        await asyncio.sleep(3.0)
+        attrs = await worker_attributes(lkapi, room)
+        print(f"\nagent muted for 3 s; worker state {attrs.get('hold.state')}")
+        assert attrs.get("hold.state") == "holding"
+        muted_until = time.time()
+        agent.unmute()
+        for _ in range(100):
+            if not await agent_kinds_in_room(lkapi, room):
+                break
+            await asyncio.sleep(0.05)
+        assert not await agent_kinds_in_room(lkapi, room), "no handoff after unmuting"
+        await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        await agent.leave()
+    result = json.loads(res.read_text())
+    started = result["recording"]["started"]
+    t0 = started["wall"] if isinstance(started, dict) else float(started)
+    audio, rate = read_wav(str(rec))
+    seg = audio[int((muted_from + 0.5 - t0) * rate) : int((muted_until - t0) * rate)]
+    span = hold_span(seg.astype("float32"), hold_reference_8k, rate)
+    print(f"hold audio while the agent was muted: {span}")
+    assert span is not None and span[1] - span[0] > 2.0, "the caller lost the hold audio"
 
 
 async def test_unknown_number_is_refused_and_worker_unharmed(lk_env, lkapi, worker, work_dir):
