@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 export LIVEKIT_DEV_URL := ws://127.0.0.1:7880
 
-.PHONY: setup venv stack stack-down dev test test-unit test-e2e demo bench lint provision-local clean
+.PHONY: setup venv stack-install stack stack-down dev test test-unit test-e2e demo bench lint provision-local clean
 
 setup: venv stack-install
 
@@ -21,6 +21,7 @@ stack-install:
 
 # Start the local stack unless LIVEKIT_URL points somewhere else.
 stack: setup
+	@if [ -n "$$(cat .devstack/run/netns 2>/dev/null)" ]; then bash devstack/down.sh; fi
 	@if [ -n "$$LIVEKIT_URL" ] && [ "$$LIVEKIT_URL" != "$(LIVEKIT_DEV_URL)" ]; then \
 	  echo "LIVEKIT_URL is set ($$LIVEKIT_URL): not starting the local stack"; \
 	else bash devstack/up.sh; fi
@@ -37,8 +38,12 @@ dev: provision-local
 	@source devstack/env.sh && bash devstack/how-to-call.sh && \
 	  exec $(PY) -m worker dev
 
-test: stack lint
-	bash .ci/pytest-all.sh
+# The tests run the stack and themselves in a private network namespace
+# (only loopback, no route out); see .ci/pytest-all.sh.
+TEST_NETNS ?= holdtest
+
+test: setup lint
+	DEVSTACK_NETNS=$(TEST_NETNS) bash .ci/pytest-all.sh
 
 test-unit: venv
 	$(PY) -m pytest tests/unit tests/integration -q
