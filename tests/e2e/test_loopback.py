@@ -26,7 +26,8 @@ async def test_stack_sockets_during_a_call(lk_env, lkapi, worker, work_dir):
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)  # media flowing both ways
-    check = subprocess.run(
+    check = await asyncio.to_thread(
+        subprocess.run,
         ["bash", "devstack/check_loopback.sh"],
         cwd=REPO,
         capture_output=True,
