@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from .hold.player import HoldPlayer
 from .lifecycle import (
     Action,
     AgentAudio,
+    AgentPresence,
     CallerJoined,
     CallerLeft,
     CallLifecycle,
@@ -40,6 +42,8 @@ from .lifecycle import (
     HandOver,
     HangUp,
     Leave,
+    MediaHealth,
+    RepublishHold,
     ResumeHold,
     RoomClosed,
     StartFade,
@@ -50,6 +54,10 @@ from .lifecycle import (
     Transfer,
 )
 from .masking import mask_number
+from .media import metrics
+from .media.detector import Inbound, Outbound, Verdict
+from .media.levels import LevelWindow
+from .media.monitor import InboundStats, MediaMonitor
 from .roles import Role, classify, is_sip_hangup
 from .settings import Settings
 
@@ -59,6 +67,9 @@ logger = logging.getLogger("hold-worker.call")
 ATTR_STATE = "hold.state"
 ATTR_SINCE = "hold.since"  # unix ms when hold began (the caller joined)
 ATTR_CALLER = "hold.caller"  # masked caller number
+ATTR_MEDIA_IN = "media.inbound"  # ok | missing | stopped | silent | pending
+ATTR_MEDIA_OUT = "media.outbound"  # ok | not_subscribed | pending
+ATTR_MEDIA_REASON = "media.reason"
 
 _KIND_NAMES = {
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD: "standard",
@@ -102,8 +113,15 @@ class CallSession:
                 max_wait=settings.max_wait_s,
                 max_wait_action=settings.max_wait_action,
                 transfer_target=settings.transfer_target,
+                monitor_after_handoff=settings.monitor_after_handoff,
+                media_action=settings.media_action,
+                media_action_after=settings.media_action_after_s,
             ),
         )
+        self.monitor: MediaMonitor | None = None
+        self._media: Verdict | None = None
+        self._audio = audio
+        self._send_task: asyncio.Task[None] | None = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._live: dict[str, bool] = {}  # human agent identity -> audio live
         self._fade_task: asyncio.Task[None] | None = None
@@ -120,11 +138,8 @@ class CallSession:
         t0 = self.clock()
         self._bind_room_events()
         await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
-        self.player.start()
-        self._publication = await self.room.local_participant.publish_track(
-            self.player.track,
-            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
-        )
+        await self._publish_hold()
+        metrics.CALLS.labels(state=str(State.WAITING)).inc()
         self.log.info(
             "hold audio published",
             extra={"publish_ms": round((self.clock() - t0) * 1000)},
@@ -157,6 +172,9 @@ class CallSession:
             if action.state is State.HOLDING and action.previous is State.WAITING:
                 self._hold_since_ms = int(time.time() * 1000)
             self.log.info(f"state {action.previous} -> {action.state}")
+            metrics.CALLS.labels(state=str(action.previous)).dec()
+            if action.state is not State.DONE:
+                metrics.CALLS.labels(state=str(action.state)).inc()
             self._state_dirty.set()  # published by _state_publisher, never in the audio path
         elif isinstance(action, StartFade):
             self.log.info("agent audio live, fading hold audio out", extra={"agent": action.agent})
@@ -166,13 +184,39 @@ class CallSession:
             await self._cancel_fade()
             await self.player.resume(self.settings.fade_ms)
         elif isinstance(action, HandOver):
-            self.log.info("handed over", extra={"agent": action.agent})
+            metrics.HANDOFFS.inc()
+            if action.stay:  # monitor mode: silent, still watching the caller's media
+                await self._unpublish()
+                self.log.info("handed over, monitoring", extra={"agent": action.agent})
+            else:
+                self.log.info("handed over", extra={"agent": action.agent})
+        elif isinstance(action, RepublishHold):
+            self.log.info("every agent left, resuming hold audio")
+            await self._publish_hold(fade_in_ms=self.settings.fade_ms)
         elif isinstance(action, HangUp):
             await self._hang_up(action.reason)
         elif isinstance(action, Transfer):
             await self._transfer(action.target, action.reason)
         elif isinstance(action, Leave):
             self.log.info(f"leaving: {action.reason}")
+
+    async def _publish_hold(self, fade_in_ms: int = 0) -> None:
+        if self._publication is not None:
+            return
+        self.player.start(fade_in_ms=fade_in_ms)
+        self._publication = await self.room.local_participant.publish_track(
+            self.player.track,
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+        )
+
+    async def _unpublish(self) -> None:
+        """Take the hold track off the room and release its player."""
+        if self._publication is not None and self.room.isconnected():
+            with contextlib.suppress(Exception):
+                await self.room.local_participant.unpublish_track(self._publication.sid)
+        self._publication = None
+        await self.player.aclose()
+        self.player = HoldPlayer(self._audio, chunk_ms=self.settings.chunk_ms)  # for a resume
 
     async def _fade(self, fade_id: int) -> None:
         await self.player.fade_out(self.settings.fade_ms)
@@ -220,10 +264,14 @@ class CallSession:
             await self._publish_state()
 
     async def _publish_state(self) -> None:
+        media = self._media
         attrs = {
             ATTR_STATE: str(self.lifecycle.state),
             ATTR_SINCE: str(self._hold_since_ms) if self._hold_since_ms else "",
             ATTR_CALLER: self._caller_masked,
+            ATTR_MEDIA_IN: str(media.inbound) if media else "pending",
+            ATTR_MEDIA_OUT: str(media.outbound) if media else "pending",
+            ATTR_MEDIA_REASON: media.reason if media else "",
         }
         if not self.room.isconnected():
             return
@@ -260,10 +308,12 @@ class CallSession:
             self.ctx.log_context_fields = {**self.ctx.log_context_fields, "sip.callID": call_id}
             self.log.info("caller joined", extra={"caller": self._caller_masked})
             self._events.put_nowait(CallerJoined(p.identity))
+            self._start_monitor(p.identity)
             if is_sip_hangup(p.attributes):
                 self._events.put_nowait(CallerLeft("caller hung up before we saw them"))
         elif role is Role.HUMAN_AGENT:
             self.log.info("human agent joined", extra={"agent": p.identity})
+            self._events.put_nowait(AgentPresence(p.identity, present=True))
             self._check_agent_audio(p)
         elif role is not Role.CALLER:
             self.log.info(
@@ -274,8 +324,9 @@ class CallSession:
     def _on_participant_disconnected(self, p: rtc.RemoteParticipant) -> None:
         if p.identity == self.lifecycle.caller:
             self._events.put_nowait(CallerLeft("caller hung up"))
-        elif self._live.pop(p.identity, False):
-            self._events.put_nowait(AgentAudio(p.identity, live=False))
+        elif self._role(p) is Role.HUMAN_AGENT:
+            self._live.pop(p.identity, None)
+            self._events.put_nowait(AgentPresence(p.identity, present=False))
 
     def _on_attributes_changed(self, _changed: dict[str, str], p: rtc.Participant) -> None:
         if p.identity == self.lifecycle.caller and is_sip_hangup(p.attributes):
@@ -291,21 +342,74 @@ class CallSession:
             self._live[p.identity] = live
             self._events.put_nowait(AgentAudio(p.identity, live=live))
 
+    # ---- media: one-way audio verdicts ----------------------------------------
+
+    def _start_monitor(self, caller: str) -> None:
+        self.monitor = MediaMonitor(
+            self.room,
+            caller,
+            joined_at=self.clock(),
+            thresholds=self.settings.media_thresholds,
+            clock=self.clock,
+            on_verdict=self._on_media_verdict,
+        )
+        self.monitor.start()
+
+    def _on_media_verdict(
+        self, v: Verdict, stats: InboundStats | None, window: LevelWindow
+    ) -> None:
+        self._media = v
+        metrics.MEDIA_VERDICTS.labels(verdict=v.name).inc()
+        fields = {
+            "media.verdict": v.name,
+            "media.inbound": str(v.inbound),
+            "media.outbound": str(v.outbound),
+            "media.reason": v.reason,
+            "packets_received": stats.packets_received if stats else None,
+            "concealed_samples": stats.concealed_samples if stats else None,
+            "rms_dbfs": round(window.rms_dbfs, 1),
+        }
+        bad = v.inbound in (Inbound.MISSING, Inbound.STOPPED, Inbound.SILENT) or (
+            v.outbound is Outbound.NOT_SUBSCRIBED
+        )
+        if bad:
+            self.log.warning(f"one-way audio: {v.name}: {v.reason}", extra=fields)
+        else:
+            self.log.info(f"media {v.name}", extra=fields)
+        self._state_dirty.set()
+        payload = json.dumps(
+            {"type": "media", "room": self.room.name, "at": int(time.time() * 1000), **fields}
+        )
+        self._send_task = asyncio.create_task(self._send_data(payload))
+        if v.inbound is not Inbound.PENDING or v.outbound is not Outbound.PENDING:
+            self._events.put_nowait(MediaHealth(ok=not bad, verdict=v.name))
+
+    async def _send_data(self, payload: str) -> None:
+        if not self.room.isconnected():
+            return
+        try:
+            await self.room.local_participant.publish_data(
+                payload, reliable=True, topic=self.settings.media_topic
+            )
+        except Exception as e:  # the attributes carry the same; never end a call over it
+            self.log.warning(f"could not send the media data message: {e}")
+
     def _on_disconnected(self, reason: Any) -> None:
         self._events.put_nowait(RoomClosed(f"room disconnected ({reason})"))
 
     # ---- teardown, in reverse order of acquisition ------------------------------
 
     async def _close(self) -> None:
+        if self.lifecycle.state is not State.DONE:  # ended by an error, not by the lifecycle
+            metrics.CALLS.labels(state=str(self.lifecycle.state)).dec()
         await self._cancel_fade()
+        if self.monitor is not None:
+            await self.monitor.aclose()
         if self._state_task is not None:
             self._state_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._state_task
         with contextlib.suppress(TimeoutError):  # the final state, "done", for the web app
             await asyncio.wait_for(self._publish_state(), 2.0)
-        if self._publication is not None and self.room.isconnected():
-            with contextlib.suppress(Exception):
-                await self.room.local_participant.unpublish_track(self._publication.sid)
-        await self.player.aclose()
+        await self._unpublish()
         self.log.info(f"call ended: {self.lifecycle.end_reason}")

@@ -1,11 +1,12 @@
 """The life of one held call as a pure state machine.
 
     WAITING ──caller joins──► HOLDING ──agent audio live──► HANDING_OFF ──fade done──► DONE
-       │                         │  ▲                           │
-       │ no caller in time       │  └──every agent muted/gone───┘
-       ▼                         ▼                              ▼
-     DONE               max wait: hang up / transfer      caller hangs up ─► DONE
-                        caller hangs up ─► DONE
+       │                        │  ▲ ▲                          │   (monitor mode:)
+       │ no caller in time      │  │ └──every agent muted/gone──┘         │
+       ▼                        │  └──────every agent left─────── MONITORING ◄──┘
+     DONE                       ▼
+                 max wait, or broken media for long enough (optional action):
+                 hang up / transfer ─► DONE;  caller hangs up (any state) ─► DONE
 
 Events go in with the time they happened; actions come out for the adapter
 (call.py) to carry out. Timers are data: `next_deadline()` says when the
@@ -23,6 +24,7 @@ class State(StrEnum):
     WAITING = "waiting"  # in the room, hold track published, no caller yet
     HOLDING = "holding"  # caller present, hearing hold audio
     HANDING_OFF = "handing_off"  # fading hold audio out under the agent
+    MONITORING = "monitoring"  # handed over, still in the room, silent, watching media
     DONE = "done"  # left (or leaving); nothing more happens
 
 
@@ -48,6 +50,22 @@ class AgentAudio:
 
 
 @dataclass(frozen=True)
+class AgentPresence:
+    """A human agent joined (present=True) or left the room."""
+
+    identity: str
+    present: bool
+
+
+@dataclass(frozen=True)
+class MediaHealth:
+    """The one-way audio detector's opinion of the caller's media changed."""
+
+    ok: bool
+    verdict: str
+
+
+@dataclass(frozen=True)
 class FadeDone:
     fade_id: int
 
@@ -62,7 +80,16 @@ class RoomClosed:
     reason: str = "room closed"
 
 
-Event = CallerJoined | CallerLeft | AgentAudio | FadeDone | Tick | RoomClosed
+Event = (
+    CallerJoined
+    | CallerLeft
+    | AgentAudio
+    | AgentPresence
+    | MediaHealth
+    | FadeDone
+    | Tick
+    | RoomClosed
+)
 
 
 # ---- actions ----------------------------------------------------------------
@@ -81,9 +108,15 @@ class ResumeHold:
 
 @dataclass(frozen=True)
 class HandOver:
-    """Fade finished: unpublish the hold track and leave the room to them."""
+    """Fade finished: unpublish the hold track; leave unless `stay` (monitor mode)."""
 
     agent: str
+    stay: bool = False
+
+
+@dataclass(frozen=True)
+class RepublishHold:
+    """Every agent left while we were monitoring: publish hold audio again."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +141,12 @@ class StateChanged:
     previous: State
 
 
-Action = StartFade | ResumeHold | HandOver | HangUp | Transfer | Leave | StateChanged
+Action = (
+    StartFade | ResumeHold | HandOver | RepublishHold | HangUp | Transfer | Leave | StateChanged
+)
 
 MaxWaitAction = Literal["hangup", "transfer"]
+MediaAction = Literal["none", "hangup", "transfer"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +155,9 @@ class Timers:
     max_wait: float = 0.0  # seconds on hold before the fallback; 0 = off
     max_wait_action: MaxWaitAction = "hangup"
     transfer_target: str = ""
+    monitor_after_handoff: bool = False  # stay, silent, after the handoff
+    media_action: MediaAction = "none"  # what to do when media stays broken
+    media_action_after: float = 15.0  # ... for this long
 
 
 @dataclass
@@ -129,6 +168,9 @@ class CallLifecycle:
     caller: str | None = None
     hold_started_at: float | None = None
     live_agents: list[str] = field(default_factory=list)  # in order of going live
+    present_agents: set[str] = field(default_factory=set)
+    media_bad_since: float | None = None
+    media_verdict: str = ""
     end_reason: str = ""
     _fade_id: int = 0
 
@@ -137,10 +179,21 @@ class CallLifecycle:
     def next_deadline(self) -> float | None:
         if self.state is State.WAITING:
             return self.started_at + self.timers.caller_join_timeout
+        deadlines = []
         if self.state is State.HOLDING and self.timers.max_wait > 0:
             assert self.hold_started_at is not None
-            return self.hold_started_at + self.timers.max_wait
-        return None
+            deadlines.append(self.hold_started_at + self.timers.max_wait)
+        if self._media_action_armed():
+            assert self.media_bad_since is not None
+            deadlines.append(self.media_bad_since + self.timers.media_action_after)
+        return min(deadlines) if deadlines else None
+
+    def _media_action_armed(self) -> bool:
+        return (
+            self.timers.media_action != "none"
+            and self.media_bad_since is not None
+            and self.state in (State.HOLDING, State.HANDING_OFF, State.MONITORING)
+        )
 
     # -- transitions ----------------------------------------------------------
 
@@ -151,6 +204,18 @@ class CallLifecycle:
         # who speaks before the caller arrives is handed the call on arrival.
         if isinstance(event, AgentAudio):
             self._track_agent(event)
+        if isinstance(event, AgentPresence):
+            if event.present:
+                self.present_agents.add(event.identity)
+            else:
+                self.present_agents.discard(event.identity)
+                self._track_agent(AgentAudio(event.identity, live=False))
+        if isinstance(event, MediaHealth):
+            self.media_verdict = event.verdict
+            if event.ok:
+                self.media_bad_since = None
+            elif self.media_bad_since is None:
+                self.media_bad_since = now
         before = self.state
         actions = self._transition(event, now)
         if self.state is not before:
@@ -170,6 +235,14 @@ class CallLifecycle:
             if self.state is State.WAITING and self.caller is None:
                 return []  # someone else's SIP leg; we have no caller yet
             return self._end(event.reason)
+
+        if (
+            isinstance(event, Tick)
+            and self._media_action_armed()
+            and self.media_bad_since is not None
+            and now >= self.media_bad_since + self.timers.media_action_after
+        ):
+            return self._media_action()
 
         if self.state is State.WAITING:
             if isinstance(event, CallerJoined):
@@ -191,17 +264,36 @@ class CallLifecycle:
                 return self._max_wait_expired()
             return []
 
+        if self.state is State.MONITORING:
+            if isinstance(event, AgentPresence) and not self.present_agents:
+                self.state = State.HOLDING
+                self.hold_started_at = now  # a new hold: max wait counts afresh
+                return [RepublishHold()]
+            return []
+
         # HANDING_OFF
-        if isinstance(event, AgentAudio) and not self.live_agents:
+        if isinstance(event, AgentAudio | AgentPresence) and not self.live_agents:
             self.state = State.HOLDING
             self._fade_id += 1  # a FadeDone of the cancelled fade is stale
             return [ResumeHold()]
         if isinstance(event, FadeDone) and event.fade_id == self._fade_id:
             agent = self.live_agents[0]
+            if self.timers.monitor_after_handoff:
+                self.state = State.MONITORING
+                return [HandOver(agent, stay=True)]
             self.state = State.DONE
             self.end_reason = f"handed over to {agent}"
             return [HandOver(agent)]
         return []
+
+    def _media_action(self) -> list[Action]:
+        t = self.timers
+        reason = f"{self.media_verdict or 'one-way audio'} for {t.media_action_after:g} s"
+        self.state = State.DONE
+        self.end_reason = reason
+        if t.media_action == "transfer" and t.transfer_target:
+            return [Transfer(t.transfer_target, reason), Leave(reason)]
+        return [HangUp(reason), Leave(reason)]
 
     def _start_fade(self) -> list[Action]:
         self.state = State.HANDING_OFF

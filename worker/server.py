@@ -56,6 +56,9 @@ def build_server(s: Settings) -> AgentServer:
         load_threshold=1.0,  # full at exactly max_calls active calls
         host=s.http_host,
         port=s.http_port,
+        # Prometheus (hold_media_verdicts_total, hold_calls, hold_handoffs_total
+        # and livekit-agents' own) on livekit-agents' metrics port.
+        prometheus_port=s.metrics_port or None,
     )
     # agent_name set = explicit dispatch only: LiveKit sends us the rooms that a
     # dispatch rule (room_config.agents) or the API names us for, never others.

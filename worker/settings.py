@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .media.detector import Thresholds
 from .roles import AgentRule
 
 ENV_PREFIX = "HOLD_"
@@ -55,6 +56,22 @@ class Settings(BaseSettings):
     # a container sets HOLD_HTTP_HOST=0.0.0.0 so probes can reach it.
     http_host: str = "127.0.0.1"
     http_port: int = Field(8081, ge=0, le=65535)
+    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus; 0 = off
+
+    # One-way audio detection (worker/media/detector.py); seconds.
+    media_settle_s: float = Field(2.0, ge=0.0, le=30.0)
+    media_missing_after_s: float = Field(4.0, gt=0.0, le=120.0)
+    media_stopped_after_s: float = Field(4.0, gt=0.0, le=120.0)
+    media_silence_after_s: float = Field(6.0, gt=0.0, le=300.0)
+    media_outbound_after_s: float = Field(5.0, gt=0.0, le=120.0)
+    media_topic: str = Field("hold.media", min_length=1, max_length=64)
+    # What to do when the caller's media stays broken: nothing (default),
+    # hang up, or transfer to HOLD_TRANSFER_TARGET.
+    media_action: Literal["none", "hangup", "transfer"] = "none"
+    media_action_after_s: float = Field(15.0, gt=0.0, le=3600.0)
+    # Stay in the room after the handoff, silent, watching the caller's media;
+    # hold audio comes back if every human agent leaves.
+    monitor_after_handoff: bool = False
 
     @field_validator("chunk_ms")
     @classmethod
@@ -84,7 +101,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 "HOLD_MAX_WAIT_ACTION=transfer needs HOLD_TRANSFER_TARGET (a tel: or sip: URI)"
             )
+        if self.media_action == "transfer" and not self.transfer_target:
+            raise ValueError(
+                "HOLD_MEDIA_ACTION=transfer needs HOLD_TRANSFER_TARGET (a tel: or sip: URI)"
+            )
         return self
+
+    @property
+    def media_thresholds(self) -> Thresholds:
+        return Thresholds(
+            settle_s=self.media_settle_s,
+            missing_after_s=self.media_missing_after_s,
+            stopped_after_s=self.media_stopped_after_s,
+            silence_after_s=self.media_silence_after_s,
+            outbound_after_s=self.media_outbound_after_s,
+        )
 
     @property
     def agent_rule(self) -> AgentRule:

@@ -6,6 +6,7 @@ import pytest
 
 from worker.lifecycle import (
     AgentAudio,
+    AgentPresence,
     CallerJoined,
     CallerLeft,
     CallLifecycle,
@@ -13,6 +14,8 @@ from worker.lifecycle import (
     HandOver,
     HangUp,
     Leave,
+    MediaHealth,
+    RepublishHold,
     ResumeHold,
     RoomClosed,
     StartFade,
@@ -241,4 +244,72 @@ def test_done_ignores_everything(event: object) -> None:
     m.handle(CallerLeft(), 2.0)
     assert m.handle(event, 3.0) == []  # type: ignore[arg-type]
     assert m.state is State.DONE
+    assert m.next_deadline() is None
+
+
+# ---- monitor mode and media actions ------------------------------------------
+
+
+def monitoring() -> CallLifecycle:
+    m = holding(monitor_after_handoff=True)
+    m.handle(AgentPresence("agent-1", True), 4.0)
+    acts = m.handle(AgentAudio("agent-1", live=True), 5.0)
+    fid = next(a for a in acts if isinstance(a, StartFade)).fade_id
+    acts = m.handle(FadeDone(fid), 5.4)
+    assert acts[-1] == HandOver("agent-1", stay=True)
+    assert m.state is State.MONITORING
+    return m
+
+
+def test_monitor_mode_stays_after_handoff() -> None:
+    m = monitoring()
+    assert m.handle(AgentAudio("agent-1", live=False), 6.0) == []  # a mute changes nothing
+    assert m.state is State.MONITORING
+
+
+def test_monitor_mode_resumes_hold_when_every_agent_left() -> None:
+    m = monitoring()
+    m.handle(AgentPresence("agent-2", True), 6.0)
+    assert m.handle(AgentPresence("agent-1", False), 7.0) == []  # agent-2 is still there
+    acts = m.handle(AgentPresence("agent-2", False), 8.0)
+    assert kinds(acts) == [StateChanged, RepublishHold]
+    assert m.state is State.HOLDING and m.hold_started_at == 8.0
+    # and the next agent gets the call again
+    acts = m.handle(AgentAudio("agent-3", live=True), 9.0)
+    assert StartFade in kinds(acts)
+
+
+def test_monitor_mode_caller_hangs_up() -> None:
+    m = monitoring()
+    acts = m.handle(CallerLeft(), 9.0)
+    assert kinds(acts) == [StateChanged, Leave]
+
+
+def test_agent_leaving_during_fade_resumes_hold() -> None:
+    m, _ = handing_off()
+    acts = m.handle(AgentPresence("agent-1", False), 5.2)
+    assert kinds(acts) == [StateChanged, ResumeHold]
+
+
+def test_media_action_hangs_up_after_the_delay() -> None:
+    m = holding(media_action="hangup", media_action_after=10.0)
+    m.handle(MediaHealth(ok=False, verdict="no_inbound_media"), 6.0)
+    assert m.next_deadline() == 16.0
+    assert m.handle(Tick(), 15.9) == []
+    acts = m.handle(Tick(), 16.0)
+    assert kinds(acts) == [StateChanged, HangUp, Leave]
+    assert "no_inbound_media" in m.end_reason
+
+
+def test_media_recovering_disarms_the_action() -> None:
+    m = holding(media_action="transfer", media_action_after=10.0, transfer_target="tel:+1555")
+    m.handle(MediaHealth(ok=False, verdict="inbound_stopped"), 6.0)
+    m.handle(MediaHealth(ok=True, verdict="ok"), 9.0)
+    assert m.next_deadline() is None
+    assert m.handle(Tick(), 30.0) == []
+
+
+def test_media_action_off_by_default() -> None:
+    m = holding()
+    m.handle(MediaHealth(ok=False, verdict="no_inbound_media"), 6.0)
     assert m.next_deadline() is None

@@ -46,8 +46,11 @@ class HoldPlayer:
     def chunk_samples(self) -> int:
         return self._chunk
 
-    def start(self) -> None:
+    def start(self, fade_in_ms: int = 0) -> None:
         if self._task is None:
+            if fade_in_ms > 0:  # coming back after a handoff: no jump to full level
+                self._gain = GainRamp(0.0)
+                self._gain.ramp_to(1.0, SAMPLE_RATE * fade_in_ms // 1000)
             self._task = asyncio.create_task(self._run(), name="hold-player")
 
     async def _run(self) -> None:

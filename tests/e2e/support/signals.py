@@ -6,6 +6,9 @@
   (Goertzel), 0..1; about 1/len(freqs) for a window full of a multi-tone
   made with ``write_tone_wav`` and ~0 for silence or other content.
 - ``first_window_where``: start time of the first True window.
+- ``write_silence_wav``: exact digital zeros (a muted trunk).
+- ``write_line_noise_wav``: quiet white noise (a silent but live caller);
+  at the default -60 dBFS RMS nearly every sample survives G.711 as non-zero.
 """
 
 from __future__ import annotations
@@ -102,3 +105,31 @@ def first_window_where(mask: np.ndarray, window_s: float) -> float | None:
     if idx.size == 0:
         return None
     return float(idx[0]) * window_s
+
+
+def write_silence_wav(path: str, seconds: float, rate: int = 8000) -> str:
+    """Write ``seconds`` of exact zeros (mono 16-bit PCM). Returns ``path``."""
+    sf.write(path, np.zeros(round(seconds * rate), dtype=np.int16), rate, subtype="PCM_16")
+    return path
+
+
+def write_line_noise_wav(
+    path: str,
+    seconds: float,
+    level_dbfs: float = -60.0,
+    rate: int = 8000,
+    seed: int = 1,
+) -> str:
+    """Write white noise with an RMS of ``level_dbfs`` (mono 16-bit PCM).
+
+    Stands in for the line / room noise of a caller who says nothing. At
+    -60 dBFS (RMS ~33 LSB) G.711 mu-law keeps about 95 % of the samples non-zero
+    (its finest step is 8 LSB around 0); the all-zero PCMU byte only comes
+    from |x| < 4. Returns ``path``.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(round(seconds * rate))
+    x *= 10 ** (level_dbfs / 20.0) / float(np.sqrt(np.mean(x * x)))
+    pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+    sf.write(path, pcm, rate, subtype="PCM_16")
+    return path

@@ -10,7 +10,8 @@ CLI (run from the repository root)::
         --send-wav in.wav --record out.wav --duration 8 --result result.json \\
         [--hangup-after S] [--answer-timeout S] [--codec PCMU|PCMA] \\
         [--local-port 0] [--header X-Store-Id:store-7 ...] \\
-        [--auth-user U --auth-password P] [--log-file pj.log] [--verbose]
+        [--auth-user U --auth-password P] [--log-file pj.log] [--verbose] \\
+        [--rtp-port N] [--rtp-stop-after S] [--mute-after S]
 
 Exit codes: 0 answered, 3 not answered (refused, cancelled or no answer; the
 JSON is still written), 2 usage error, 1 internal error, 4 hard timeout.
@@ -30,12 +31,33 @@ recording corresponds to ``recording.started`` and
 time from the 200 OK to a sound at sample N is ``offset_from_answer_s +
 N / sample_rate``.
 
+RTP (see ``result["rtp"]``): voice activity detection / silence suppression
+is off (``noVad``), so the call sends one RTP packet every 20 ms whatever the
+WAV holds, all-zero samples included (``rtp.tx_packets`` ~ 50 per second of
+media). ``--rtp-port N`` binds the call's RTP socket to exactly 127.0.0.1:N
+(RTCP on N+1; the call fails if N is taken); by default pjsua picks a free
+pair upwards from a random even port in 20000-45998 (below livekit-server's
+50000-50100 and livekit-sip's 51000-51100). The port actually used is ``result["rtp_port"]``.
+
+Faults (times in seconds after the 200 OK, like ``--duration``):
+
+- ``--rtp-stop-after S``: stop sending RTP (the stream's encoder is paused
+  with ``pjmedia_stream_pause(ENCODING)``; no re-INVITE, SIP stays up, the
+  caller keeps receiving). Events ``rtp_stopped``; ``rtp.tx_packets`` stays flat
+  from then on.
+- ``--mute-after S``: keep sending RTP but with exact-zero samples (the call's
+  transmit level is set to 0). Event ``muted``.
+
+For packets that are sent but never arrive, see ``faults.RtpBlock`` (nftables).
+
 Everything binds to 127.0.0.1: no STUN, no ICE, no SRTP, one codec.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import importlib
 import json
 import os
 import random
@@ -219,7 +241,9 @@ class PjStack:
         if not found:
             raise RuntimeError(f"codec {self.codec} not available in this pjsua2 build")
 
-    def account_config(self, id_uri: str, auth: tuple[str, str] | None = None) -> Any:
+    def account_config(
+        self, id_uri: str, auth: tuple[str, str] | None = None, rtp_port: int = 0
+    ) -> Any:
         pj = self.pj
         acfg = pj.AccountConfig()
         acfg.idUri = id_uri
@@ -240,10 +264,18 @@ class PjStack:
         med.srtpSecureSignaling = 0
         med.transportConfig.boundAddress = BIND_ADDR
         med.transportConfig.publicAddress = BIND_ADDR
-        # pjsua walks upwards from this port on bind failure; a random even
-        # start keeps parallel UAs from colliding.
-        med.transportConfig.port = random.randrange(20000, 50000, 2)
-        med.transportConfig.portRange = 4000
+        if rtp_port:
+            # exactly this port (RTP) and the next (RTCP): with a range of 2
+            # pjsua retries the same pair and fails the call if it is taken
+            med.transportConfig.port = int(rtp_port)
+            med.transportConfig.portRange = 2
+        else:
+            # pjsua walks upwards from this port on bind failure; a random even
+            # start keeps parallel UAs from colliding.
+            # (the walk stays below 50000: livekit-server's ICE ports and
+            # livekit-sip's RTP ports 51000-51100 are above)
+            med.transportConfig.port = random.randrange(20000, 46000, 2)
+            med.transportConfig.portRange = 4000
         acfg.videoConfig.autoShowIncoming = False
         acfg.videoConfig.autoTransmitOutgoing = False
         if auth:
@@ -277,6 +309,29 @@ def _first_line(whole_msg: str) -> str:
     return whole_msg.split("\r\n", 1)[0].split("\n", 1)[0].strip()
 
 
+_stream_pause: Any = None
+
+
+def _pause_stream_encoding(pj: Any, stream: Any) -> None:
+    """Stop one pjmedia stream from sending RTP (its decoder keeps running).
+
+    pjsua2 has no call for this short of a re-INVITE (hold / media direction),
+    so call the C function ``pjmedia_stream_pause(stream, PJMEDIA_DIR_ENCODING)``
+    exported by the pjsua2 extension module. ``stream`` is the ``MediaStream``
+    pointer given to ``Call.onStreamCreated``."""
+    global _stream_pause
+    if _stream_pause is None:
+        ext = importlib.import_module(f"{pj.__name__}._pjsua2")
+        lib = ctypes.CDLL(ext.__file__)  # already loaded: the same handle
+        fn = lib.pjmedia_stream_pause
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _stream_pause = fn
+    status = _stream_pause(ctypes.c_void_p(int(stream)), int(pj.PJMEDIA_DIR_ENCODING))
+    if status != 0:
+        raise RuntimeError(f"pjmedia_stream_pause failed: status {status}")
+
+
 def run_call(
     target: str,
     from_: str,
@@ -293,6 +348,9 @@ def run_call(
     auth_password: str | None = None,
     log_file: str | None = None,
     verbose: bool = False,
+    rtp_port: int = 0,
+    rtp_stop_after: float | None = None,
+    mute_after: float | None = None,
 ) -> dict[str, Any]:
     """Place one call and return (and optionally write) the result dict.
 
@@ -300,6 +358,9 @@ def run_call(
     ``hangup_after``: seconds after the INVITE was sent before we hang up
     (CANCEL while ringing, BYE once answered), whichever comes first.
     ``answer_timeout``: seconds to wait for a final response before CANCEL.
+    ``rtp_port``: local RTP port (0 = random). ``rtp_stop_after`` /
+    ``mute_after``: seconds after the answer to stop sending RTP / to send
+    exact zeros (see the module docstring).
     Runs in the calling thread; one call per process at a time.
     """
     if not _RUN_LOCK.acquire(blocking=False):
@@ -321,6 +382,9 @@ def run_call(
             auth_password=auth_password,
             log_file=log_file,
             verbose=verbose,
+            rtp_port=rtp_port,
+            rtp_stop_after=rtp_stop_after,
+            mute_after=mute_after,
         )
     finally:
         _RUN_LOCK.release()
@@ -353,6 +417,9 @@ def _run_call_locked(
     auth_password: str | None,
     log_file: str | None,
     verbose: bool,
+    rtp_port: int = 0,
+    rtp_stop_after: float | None = None,
+    mute_after: float | None = None,
 ) -> dict[str, Any]:
     if not os.path.isfile(send_wav):
         raise FileNotFoundError(f"--send-wav {send_wav} does not exist")
@@ -379,6 +446,18 @@ def _run_call_locked(
         "remote_hangup_reason": None,
         "errors": [],
         "pid": os.getpid(),
+        "rtp_port": None,  # local RTP port actually bound (from the media transport)
+        # tx/rx: RTP packets sent / received (pjmedia stream statistics, last
+        # sample while the call was up); timeline: [mono, tx, rx] about every 0.5 s
+        "rtp": {
+            "requested_port": int(rtp_port) or None,
+            "local": None,
+            "remote": None,
+            "tx_packets": None,
+            "rx_packets": None,
+            "timeline": [],
+            "vad": False,
+        },
     }
     ev = res["events"]
 
@@ -391,10 +470,21 @@ def _run_call_locked(
     stack = PjStack(codec=codec, sip_port=local_port, log_file=log_file, verbose=verbose)
     pj = stack.pj
     res["local_sip_port"] = stack.sip_port
-    state: dict[str, Any] = {"disconnected": False, "local_hangup_requested": False}
+    state: dict[str, Any] = {
+        "disconnected": False,
+        "local_hangup_requested": False,
+        "stream": None,  # MediaStream pointer of the audio stream (onStreamCreated)
+        "media_idx": None,
+    }
     objs: dict[str, Any] = {}
 
     class _Call(pj.Call):  # type: ignore[misc,name-defined]
+        def onStreamCreated(self, prm: Any) -> None:
+            state["stream"] = prm.stream
+
+        def onStreamDestroyed(self, prm: Any) -> None:
+            state["stream"] = None
+
         def onCallState(self, prm: Any) -> None:
             try:
                 ci = self.getInfo()
@@ -464,6 +554,19 @@ def _run_call_locked(
                         continue
                     first = "media_active" not in ev
                     mark("media_active")
+                    state["media_idx"] = i
+                    try:
+                        mti = self.getMedTransportInfo(i)
+                        rtp = res["rtp"]
+                        rtp["local"] = mti.localRtpName
+                        rtp["remote"] = mti.srcRtpName or None
+                        res["rtp_port"] = int(mti.localRtpName.rsplit(":", 1)[1])
+                        if rtp_port and res["rtp_port"] != int(rtp_port):
+                            res["errors"].append(
+                                f"RTP bound to {mti.localRtpName}, not port {rtp_port}"
+                            )
+                    except Exception as exc:
+                        res["errors"].append(f"media transport info: {exc!r}")
                     am = self.getAudioMedia(i)
                     if "recorder" not in objs:
                         rec = pj.AudioMediaRecorder()
@@ -491,7 +594,7 @@ def _run_call_locked(
         # destroyed before libDestroy(), or their destructors assert.
         objs["account"] = pj.Account()
         auth = (auth_user, auth_password or "") if auth_user else None
-        objs["account"].create(stack.account_config(from_uri, auth))
+        objs["account"].create(stack.account_config(from_uri, auth, rtp_port=rtp_port))
         objs["call"] = _Call(objs["account"])
         prm = pj.CallOpParam(True)
         prm.opt.audioCount = 1
@@ -525,9 +628,55 @@ def _run_call_locked(
 
         hard_deadline = t0 + answer_timeout + duration + HARD_TIMEOUT_SLACK_S
         hangup_deadline_mono = None
+        next_stat = 0.0
+
+        def sample_rtp(now: float) -> None:
+            idx = state["media_idx"]
+            if idx is None or state["disconnected"]:
+                return
+            try:
+                st = objs["call"].getStreamStat(idx)
+            except Exception:
+                return  # no stream (yet / any more)
+            rtp = res["rtp"]
+            rtp["tx_packets"] = int(st.rtcp.txStat.pkt)
+            rtp["rx_packets"] = int(st.rtcp.rxStat.pkt)
+            rtp["timeline"].append([round(now, 3), rtp["tx_packets"], rtp["rx_packets"]])
+
+        def apply_faults(now: float) -> None:
+            if not res["answered"] or state["local_hangup_requested"]:
+                return
+            since_answer = now - ev["answered"]["mono"]
+            if (
+                rtp_stop_after is not None
+                and "rtp_stopped" not in ev
+                and since_answer >= rtp_stop_after
+            ):
+                if state["stream"] is None:
+                    return  # retried on the next turn once the stream exists
+                sample_rtp(now)
+                mark("rtp_stopped")
+                try:
+                    _pause_stream_encoding(pj, state["stream"])
+                except Exception as exc:
+                    res["errors"].append(f"rtp stop: {exc!r}")
+            if mute_after is not None and "muted" not in ev and since_answer >= mute_after:
+                idx = state["media_idx"]
+                if idx is None:
+                    return
+                mark("muted")
+                try:
+                    objs["call"].getAudioMedia(idx).adjustTxLevel(0.0)
+                except Exception as exc:
+                    res["errors"].append(f"mute: {exc!r}")
+
         while not state["disconnected"]:
             stack.poll(5)
             now = time.monotonic()
+            apply_faults(now)
+            if now >= next_stat:
+                sample_rtp(now)
+                next_stat = now + 0.5
             if now > hard_deadline:
                 res["errors"].append("call did not end before hard deadline")
                 break
@@ -545,6 +694,7 @@ def _run_call_locked(
                 hangup("answer_timeout")
             if state["local_hangup_requested"]:
                 hangup_deadline_mono = time.monotonic() + 5.0
+                sample_rtp(time.monotonic())  # last counts before the BYE
 
         # Let the BYE's 200 / ACKs flow briefly, then tear down media first so
         # the WAV header is finalised.
@@ -617,6 +767,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-password", default=None)
     p.add_argument("--log-file", default=None, help="pjsua log (level 5, with SIP messages)")
     p.add_argument("--verbose", action="store_true", help="pjsua log to stdout")
+    p.add_argument(
+        "--rtp-port",
+        type=int,
+        default=0,
+        help="local RTP port, even (RTCP = N+1); 0 = random (default)",
+    )
+    p.add_argument(
+        "--rtp-stop-after",
+        type=float,
+        default=None,
+        help="seconds after answer: stop sending RTP (no re-INVITE; the call stays up)",
+    )
+    p.add_argument(
+        "--mute-after",
+        type=float,
+        default=None,
+        help="seconds after answer: keep sending RTP, but exact-zero samples",
+    )
     return p
 
 
@@ -633,6 +801,12 @@ def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error("--answer-timeout must be > 0")
     if not 0 <= a.local_port <= 65535:
         p.error("--local-port out of range")
+    if a.rtp_port and not (1024 <= a.rtp_port <= 65534 and a.rtp_port % 2 == 0):
+        p.error("--rtp-port must be an even port in 1024..65534 (or 0 = random)")
+    for name in ("rtp_stop_after", "mute_after"):
+        v = getattr(a, name)
+        if v is not None and v < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
     for h in a.header:
         try:
             parse_header(h)
@@ -696,6 +870,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             auth_password=a.auth_password,
             log_file=a.log_file,
             verbose=a.verbose,
+            rtp_port=a.rtp_port,
+            rtp_stop_after=a.rtp_stop_after,
+            mute_after=a.mute_after,
         )
     except ImportError as exc:
         sys.stderr.write(f"{exc}\n")
@@ -709,6 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stderr.write(
         f"sip_caller: status={res.get('status_code')} {res.get('reason')}"
         f" answered={res.get('answered')} hangup_by={res.get('hangup_by')}"
+        f" rtp_port={res.get('rtp_port')} tx={res.get('rtp', {}).get('tx_packets')}"
         f" exit={res.get('exit_code')}{errors}\n"
     )
     return int(res["exit_code"])

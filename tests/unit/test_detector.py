@@ -1,0 +1,158 @@
+"""The one-way audio detector under a fake clock, sample by sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.media.detector import Inbound, MediaSample, OneWayDetector, Outbound, Thresholds
+from worker.media.levels import LevelWindow
+
+STEP = 0.5  # the monitor samples twice a second
+
+
+def run(detector: OneWayDetector, samples: list[MediaSample], t0: float = 0.0):
+    """Feed samples STEP apart; return [(time, verdict)] for every change."""
+    changes = []
+    for i, s in enumerate(samples):
+        now = t0 + (i + 1) * STEP
+        v = detector.update(s, now)
+        if v is not None:
+            changes.append((now, v))
+    return changes
+
+
+def flowing(n: int, start: int = 0, *, nonzero: bool = True, sub: bool = True) -> list[MediaSample]:
+    return [
+        MediaSample(
+            packets_received=start + 25 * (i + 1),
+            audio_frames=5,
+            nonzero_audio=nonzero,
+            outbound_subscribed=sub,
+        )
+        for i in range(n)
+    ]
+
+
+def first(changes, state) -> float | None:
+    for t, v in changes:
+        if v.inbound is state or v.outbound is state:
+            return t
+    return None
+
+
+def test_good_call_is_ok_and_never_flagged() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    changes = run(d, flowing(120))  # 60 s
+    assert [v.inbound for _, v in changes] == [Inbound.OK]
+    assert changes[0][0] == 2.0  # not before the settle time
+    assert d.verdict.name == "ok"
+
+
+def test_no_media_since_answer_flagged_within_5_s() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    changes = run(d, [MediaSample(packets_received=0, outbound_subscribed=True)] * 20)
+    t = first(changes, Inbound.MISSING)
+    assert t is not None and t <= 5.0
+    assert d.verdict.name == "no_inbound_media"
+
+
+def test_no_stats_at_all_is_missing_too() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    changes = run(d, [MediaSample(packets_received=None, outbound_subscribed=True)] * 12)
+    assert first(changes, Inbound.MISSING) == 4.0
+
+
+def test_mid_call_stop_flagged_within_8_s_and_recovers() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    good = flowing(20)  # 10 s
+    last = good[-1].packets_received
+    stalled = [MediaSample(packets_received=last, audio_frames=5, outbound_subscribed=True)] * 16
+    resumed = flowing(4, start=last or 0)
+    changes = run(d, good + stalled + resumed)
+    t = first(changes, Inbound.STOPPED)
+    assert t is not None and t - 10.0 <= 8.0
+    assert changes[-1][1].inbound is Inbound.OK  # media back: verdict back
+
+
+def test_digital_silence_flagged_within_10_s() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    changes = run(d, flowing(30, nonzero=False))
+    t = first(changes, Inbound.SILENT)
+    assert t is not None and t <= 10.0
+    assert d.verdict.name == "inbound_digital_silence"
+
+
+def test_zeros_mid_call_flagged_after_real_audio() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    a = flowing(20)
+    b = flowing(30, start=a[-1].packets_received or 0, nonzero=False)
+    changes = run(d, a + b)
+    t = first(changes, Inbound.SILENT)
+    assert t is not None and 10.0 + 5.0 <= t <= 10.0 + 10.0
+
+
+def test_outbound_not_subscribed() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    changes = run(d, flowing(20, sub=False))
+    t = first(changes, Outbound.NOT_SUBSCRIBED)
+    assert t == 5.0
+    assert d.verdict.name == "outbound_not_subscribed"
+
+
+def test_nothing_flagged_while_settling() -> None:
+    d = OneWayDetector(joined_at=0.0, thresholds=Thresholds(settle_s=3.0))
+    changes = run(d, [MediaSample(packets_received=0)] * 5)  # 2.5 s of nothing
+    assert changes == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.booleans(), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=200,
+    )
+)
+def test_quiet_but_flowing_never_flagged(steps) -> None:
+    """Any sequence where packets keep arriving with non-zero audio every
+    sample (however low the level) is never flagged inbound."""
+    d = OneWayDetector(joined_at=0.0)
+    packets = 0
+    for i, (inc, _a, _b, sub) in enumerate(steps):
+        packets += inc + 1
+        d.update(MediaSample(packets, 5, True, sub), (i + 1) * STEP)
+        assert d.verdict.inbound in (Inbound.PENDING, Inbound.OK)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(-5, 40), st.booleans(), st.booleans()), max_size=200))
+def test_any_sequence_never_raises(steps) -> None:
+    d = OneWayDetector(joined_at=0.0)
+    packets = 0
+    for i, (inc, nz, sub) in enumerate(steps):
+        packets = max(0, packets + inc)
+        d.update(MediaSample(packets if inc % 7 else None, 5, nz, sub), (i + 1) * STEP)
+        assert d.verdict.name in (
+            "ok",
+            "pending",
+            "no_inbound_media",
+            "inbound_stopped",
+            "inbound_digital_silence",
+            "outbound_not_subscribed",
+        )
+
+
+def test_level_window() -> None:
+    w = LevelWindow()
+    w.add(np.zeros(160, np.int16))
+    assert not w.nonzero and w.rms_dbfs == -120.0
+    w.add(np.full(160, 1, np.int16))  # the quietest possible non-zero sample
+    assert w.nonzero and w.peak == 1
+    t = np.arange(1600) / 8000
+    w2 = LevelWindow()
+    w2.add((0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16))
+    assert w2.rms_dbfs == pytest.approx(-9.03, abs=0.05)
+    assert w2.peak_dbfs == pytest.approx(-6.02, abs=0.05)

@@ -1,0 +1,158 @@
+"""One-way audio detector: pure, fed with media samples and the time.
+
+The monitor (monitor.py) samples the caller's track about twice a second:
+the WebRTC inbound statistics (cumulative packet count) and what the decoded
+audio looked like since the previous sample (any frames, any non-zero
+sample). This module turns that sequence into verdicts with reasons:
+
+    inbound:  ok | missing | stopped | silent        (pending before it knows)
+    outbound: ok | not_subscribed                    (pending before it knows)
+
+- missing:  no inbound packet since the caller joined, for `missing_after_s`;
+- stopped:  packets flowed, then none for `stopped_after_s`;
+- silent:   packets flow but every decoded sample is exactly 0 for
+            `silence_after_s` (a muted trunk, a codec mismatch). A quiet
+            caller is never "silent": line noise, comfort noise or any low
+            level decodes to non-zero samples, however small;
+- not_subscribed: the SIP participant has not subscribed to our hold track
+            `outbound_after_s` after joining, so the caller hears nothing.
+
+Nothing is flagged during `settle_s` after the caller joined, while the media
+path is still being set up. A verdict goes back to ok as soon as media does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Inbound(StrEnum):
+    PENDING = "pending"
+    OK = "ok"
+    MISSING = "missing"
+    STOPPED = "stopped"
+    SILENT = "silent"
+
+
+class Outbound(StrEnum):
+    PENDING = "pending"
+    OK = "ok"
+    NOT_SUBSCRIBED = "not_subscribed"
+
+
+# The verdict names used in logs, data messages and metrics.
+VERDICT_NAMES = {
+    Inbound.OK: "ok",
+    Inbound.MISSING: "no_inbound_media",
+    Inbound.STOPPED: "inbound_stopped",
+    Inbound.SILENT: "inbound_digital_silence",
+    Outbound.NOT_SUBSCRIBED: "outbound_not_subscribed",
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    settle_s: float = 2.0
+    missing_after_s: float = 4.0
+    stopped_after_s: float = 4.0
+    silence_after_s: float = 6.0
+    outbound_after_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class MediaSample:
+    """What the monitor saw since its previous sample."""
+
+    packets_received: int | None  # cumulative inbound RTP packets; None: no stats yet
+    audio_frames: int = 0  # decoded frames since the previous sample
+    nonzero_audio: bool = False  # any decoded sample != 0 since the previous sample
+    outbound_subscribed: bool = False  # the SIP participant subscribes to our track
+
+
+@dataclass(frozen=True)
+class Verdict:
+    inbound: Inbound
+    outbound: Outbound
+    reason: str
+
+    @property
+    def name(self) -> str:
+        """The most important non-ok verdict, or ok/pending."""
+        if self.inbound in (Inbound.MISSING, Inbound.STOPPED, Inbound.SILENT):
+            return VERDICT_NAMES[self.inbound]
+        if self.outbound is Outbound.NOT_SUBSCRIBED:
+            return VERDICT_NAMES[self.outbound]
+        return "ok" if self.inbound is Inbound.OK else "pending"
+
+
+@dataclass
+class OneWayDetector:
+    joined_at: float  # when the caller's SIP participant joined (answer)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    _last_packets: int | None = None
+    _last_packet_at: float | None = None  # when the packet count last grew
+    _first_packet_at: float | None = None
+    _last_nonzero_at: float | None = None
+    _subscribed: bool = False
+    verdict: Verdict = field(
+        default_factory=lambda: Verdict(Inbound.PENDING, Outbound.PENDING, "settling")
+    )
+
+    def update(self, sample: MediaSample, now: float) -> Verdict | None:
+        """Feed one sample; returns the new verdict if it changed, else None."""
+        if sample.packets_received is not None:
+            grew = self._last_packets is None or sample.packets_received > self._last_packets
+            if grew and sample.packets_received > 0:
+                self._last_packet_at = now
+                if self._first_packet_at is None:
+                    self._first_packet_at = now
+            self._last_packets = sample.packets_received
+        if sample.nonzero_audio:
+            self._last_nonzero_at = now
+        self._subscribed = self._subscribed or sample.outbound_subscribed
+        new = self._judge(now)
+        # a change of state, not of wording ("for 4.5 s" -> "for 5.0 s")
+        if (new.inbound, new.outbound) != (self.verdict.inbound, self.verdict.outbound):
+            self.verdict = new
+            return new
+        return None
+
+    def _judge(self, now: float) -> Verdict:
+        t = self.thresholds
+        since_join = now - self.joined_at
+        if since_join < t.settle_s:
+            return Verdict(Inbound.PENDING, Outbound.PENDING, "settling")
+
+        if self._first_packet_at is None:
+            if since_join >= t.missing_after_s:
+                inbound, why = Inbound.MISSING, f"no inbound RTP in {since_join:.1f} s since answer"
+            else:
+                inbound, why = Inbound.PENDING, "waiting for the first inbound packet"
+        else:
+            assert self._last_packet_at is not None
+            quiet_for = now - self._last_packet_at
+            heard_from = (
+                self._last_nonzero_at
+                if self._last_nonzero_at is not None
+                else (self._first_packet_at)
+            )
+            zeros_for = now - max(heard_from, self._first_packet_at)
+            if quiet_for >= t.stopped_after_s:
+                inbound, why = Inbound.STOPPED, f"no inbound RTP for {quiet_for:.1f} s"
+            elif zeros_for >= t.silence_after_s:
+                inbound, why = (
+                    Inbound.SILENT,
+                    f"inbound RTP decodes to exact zeros for {zeros_for:.1f} s",
+                )
+            else:
+                inbound, why = Inbound.OK, "inbound audio flowing"
+
+        if self._subscribed:
+            outbound = Outbound.OK
+        elif since_join >= t.outbound_after_s:
+            outbound = Outbound.NOT_SUBSCRIBED
+            why += f"; the caller has not subscribed to the hold audio in {since_join:.1f} s"
+        else:
+            outbound = Outbound.PENDING
+        return Verdict(inbound, outbound, why)
