@@ -54,6 +54,7 @@ def build_server(s: Settings) -> AgentServer:
         setup_fnc=prewarm,
         load_fnc=load_by_calls,
         load_threshold=1.0,  # full at exactly max_calls active calls
+        num_idle_processes=s.idle_jobs,
         host=s.http_host,
         port=s.http_port,
         # Prometheus (hold_media_verdicts_total, hold_calls, hold_handoffs_total

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # Calls one worker replica takes before it reports itself full, so that
     # LiveKit dispatch sends further calls to other replicas.
     max_calls: int = Field(50, ge=1, le=1000)
+    # Job runners kept warm for the next calls (threads under the thread
+    # executor): a burst of calls does not wait for runners to start.
+    idle_jobs: int = Field(4, ge=0, le=100)
     # The agent's HTTP health endpoint (and its port). Loopback by default;
     # a container sets HOLD_HTTP_HOST=0.0.0.0 so probes can reach it.
     http_host: str = "127.0.0.1"
