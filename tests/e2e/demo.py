@@ -48,6 +48,8 @@ async def run(env: dict[str, str], work: Path) -> int:
     print(format_timeline(out))
     dead = "n/a" if out.dead_air_ms is None else f"{out.dead_air_ms:.0f}"
     hand = "n/a" if out.handoff_ms is None else f"{out.handoff_ms:.0f}"
+    media = out.media_verdicts[-1] if out.media_verdicts else ("none", "none")
+    print(f"media verdict while on hold: inbound={media[0]} outbound={media[1]}")
     print(
         f"demo: dead_air_ms={dead} handoff_ms={hand} "
         f"caller_hears_agent={yn(out.caller_hears_agent)} "

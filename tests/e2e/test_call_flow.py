@@ -45,6 +45,10 @@ async def test_caller_hears_hold_then_agent(lk_env, lkapi, worker, work_dir, hol
     assert out.caller_hears_agent
     assert out.agent_hears_caller
     assert out.worker_left
+    # a good call: media verdict ok both ways, never anything else
+    print(f"media verdicts seen: {out.media_verdicts}")
+    assert out.media_verdicts and out.media_verdicts[-1] == ("ok", "ok")
+    assert all(v[0] in ("pending", "ok") for v in out.media_verdicts)
 
 
 async def test_caller_hangs_up_during_hold(lk_env, lkapi, worker, work_dir):

@@ -50,6 +50,7 @@ class CallOutcome:
     record_rate: int = 8000
     agent_heard: np.ndarray | None = None  # 48 kHz, what the agent heard from the caller
     rec_path: Path | None = None
+    media_verdicts: list[tuple[str, str]] = field(default_factory=list)
     agent_hz: float = 0.0
     caller_freqs: tuple[float, ...] = ()
 
@@ -133,6 +134,29 @@ async def find_call_room(lk: api.LiveKitAPI, caller_number: str, timeout: float 
     raise AssertionError(f"no room with a SIP participant from {caller_number} in {timeout} s")
 
 
+async def watch_media(lk: api.LiveKitAPI, out: CallOutcome) -> None:
+    """Note in the timeline each media verdict the worker publishes."""
+    seen = ("", "")
+    while True:
+        try:
+            parts = (
+                await lk.room.list_participants(api.ListParticipantsRequest(room=out.room))
+            ).participants
+        except api.TwirpError:
+            parts = []
+        for p in parts:
+            if p.kind == api.ParticipantInfo.Kind.AGENT:
+                now = (
+                    p.attributes.get("media.inbound", ""),
+                    p.attributes.get("media.outbound", ""),
+                )
+                if now != seen and now[0]:
+                    seen = now
+                    out.media_verdicts.append(now)
+                    out.note(f"worker reports media inbound={now[0]} outbound={now[1]}")
+        await asyncio.sleep(0.1)
+
+
 async def agent_kinds_in_room(lk: api.LiveKitAPI, room: str) -> list[str]:
     try:
         parts = (
@@ -206,7 +230,9 @@ async def held_call(
     try:
         out.room = await find_call_room(lk, number)
         out.note(f"room {out.room} has the SIP participant")
+        watcher = asyncio.create_task(watch_media(lk, out))
         await asyncio.sleep(agent_after_s + agent_delay_s)
+        watcher.cancel()
         agent = HumanAgent(url, key, secret, out.room, f"agent-{tag}", agent_hz)
         await agent.join()
         out.note("human agent joined")
