@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     media_stopped_after_s: float = Field(4.0, gt=0.0, le=120.0)
     media_silence_after_s: float = Field(6.0, gt=0.0, le=300.0)
     media_outbound_after_s: float = Field(5.0, gt=0.0, le=120.0)
+    media_silence_peak_lsb: int = Field(4, ge=0, le=1000)
     media_topic: str = Field("hold.media", min_length=1, max_length=64)
     # What to do when the caller's media stays broken: nothing (default),
     # hang up, or transfer to HOLD_TRANSFER_TARGET.
@@ -118,6 +119,7 @@ class Settings(BaseSettings):
             stopped_after_s=self.media_stopped_after_s,
             silence_after_s=self.media_silence_after_s,
             outbound_after_s=self.media_outbound_after_s,
+            silence_peak_lsb=self.media_silence_peak_lsb,
         )
 
     @property

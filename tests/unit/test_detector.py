@@ -29,7 +29,7 @@ def flowing(n: int, start: int = 0, *, nonzero: bool = True, sub: bool = True) -
         MediaSample(
             packets_received=start + 25 * (i + 1),
             audio_frames=5,
-            nonzero_audio=nonzero,
+            peak=120 if nonzero else 1,
             outbound_subscribed=sub,
         )
         for i in range(n)
@@ -102,6 +102,22 @@ def test_outbound_not_subscribed() -> None:
     assert d.verdict.name == "outbound_not_subscribed"
 
 
+def test_opus_residue_of_zeros_is_silence_but_quiet_noise_is_not() -> None:
+    """Measured: G.711 zeros arrive as peaks of 1 LSB; -78 dBFS noise as 13+."""
+    d = OneWayDetector(joined_at=0.0)
+    samples = [MediaSample(25 * (i + 1), 5, 1, True) for i in range(30)]
+    assert first(run(d, samples), Inbound.SILENT) is not None
+    d2 = OneWayDetector(joined_at=0.0)
+    samples = [MediaSample(25 * (i + 1), 5, 13, True) for i in range(120)]
+    assert first(run(d2, samples), Inbound.SILENT) is None
+
+
+def test_windows_without_frames_are_not_silence() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    samples = [MediaSample(25 * (i + 1), 0, 0, True) for i in range(30)]
+    assert first(run(d, samples), Inbound.SILENT) is None
+
+
 def test_nothing_flagged_while_settling() -> None:
     d = OneWayDetector(joined_at=0.0, thresholds=Thresholds(settle_s=3.0))
     changes = run(d, [MediaSample(packets_received=0)] * 5)  # 2.5 s of nothing
@@ -123,7 +139,7 @@ def test_quiet_but_flowing_never_flagged(steps) -> None:
     packets = 0
     for i, (inc, _a, _b, sub) in enumerate(steps):
         packets += inc + 1
-        d.update(MediaSample(packets, 5, True, sub), (i + 1) * STEP)
+        d.update(MediaSample(packets, 5, 13, sub), (i + 1) * STEP)  # -78 dBFS noise: 13 LSB
         assert d.verdict.inbound in (Inbound.PENDING, Inbound.OK)
 
 
@@ -134,7 +150,7 @@ def test_any_sequence_never_raises(steps) -> None:
     packets = 0
     for i, (inc, nz, sub) in enumerate(steps):
         packets = max(0, packets + inc)
-        d.update(MediaSample(packets if inc % 7 else None, 5, nz, sub), (i + 1) * STEP)
+        d.update(MediaSample(packets if inc % 7 else None, 5, 50 if nz else 0, sub), (i + 1) * STEP)
         assert d.verdict.name in (
             "ok",
             "pending",

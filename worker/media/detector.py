@@ -10,10 +10,14 @@ sample). This module turns that sequence into verdicts with reasons:
 
 - missing:  no inbound packet since the caller joined, for `missing_after_s`;
 - stopped:  packets flowed, then none for `stopped_after_s`;
-- silent:   packets flow but every decoded sample is exactly 0 for
-            `silence_after_s` (a muted trunk, a codec mismatch). A quiet
-            caller is never "silent": line noise, comfort noise or any low
-            level decodes to non-zero samples, however small;
+- silent:   packets flow but the decoded audio stays at digital silence for
+            `silence_after_s` (a muted trunk, a codec mismatch). Measured on
+            the stack: G.711 zeros from the caller reach the room through
+            livekit-sip's Opus leg as +-1 LSB at 8 kHz (not exact zeros), while
+            the quietest live line tried (-78 dBFS noise) peaks at 13 LSB or
+            more. So "digital silence" is a window peak of at most
+            `silence_peak_lsb` (4 LSB, about -78 dBFS), and a quiet caller
+            is never "silent";
 - not_subscribed: the SIP participant has not subscribed to our hold track
             `outbound_after_s` after joining, so the caller hears nothing.
 
@@ -58,6 +62,7 @@ class Thresholds:
     stopped_after_s: float = 4.0
     silence_after_s: float = 6.0
     outbound_after_s: float = 5.0
+    silence_peak_lsb: int = 4  # 16-bit at 8 kHz; see "silent" above
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class MediaSample:
 
     packets_received: int | None  # cumulative inbound RTP packets; None: no stats yet
     audio_frames: int = 0  # decoded frames since the previous sample
-    nonzero_audio: bool = False  # any decoded sample != 0 since the previous sample
+    peak: int = 0  # largest |sample| (16-bit, 8 kHz) in those frames
     outbound_subscribed: bool = False  # the SIP participant subscribes to our track
 
 
@@ -93,7 +98,7 @@ class OneWayDetector:
     _last_packets: int | None = None
     _last_packet_at: float | None = None  # when the packet count last grew
     _first_packet_at: float | None = None
-    _last_nonzero_at: float | None = None
+    _last_audible_at: float | None = None
     _subscribed: bool = False
     verdict: Verdict = field(
         default_factory=lambda: Verdict(Inbound.PENDING, Outbound.PENDING, "settling")
@@ -108,8 +113,9 @@ class OneWayDetector:
                 if self._first_packet_at is None:
                     self._first_packet_at = now
             self._last_packets = sample.packets_received
-        if sample.nonzero_audio:
-            self._last_nonzero_at = now
+        # A window without frames says nothing about silence: count it audible.
+        if sample.audio_frames == 0 or sample.peak > self.thresholds.silence_peak_lsb:
+            self._last_audible_at = now
         self._subscribed = self._subscribed or sample.outbound_subscribed
         new = self._judge(now)
         # a change of state, not of wording ("for 4.5 s" -> "for 5.0 s")
@@ -132,18 +138,14 @@ class OneWayDetector:
         else:
             assert self._last_packet_at is not None
             quiet_for = now - self._last_packet_at
-            heard_from = (
-                self._last_nonzero_at
-                if self._last_nonzero_at is not None
-                else (self._first_packet_at)
-            )
-            zeros_for = now - max(heard_from, self._first_packet_at)
+            heard = self._last_audible_at
+            zeros_for = now - max(heard if heard is not None else 0.0, self._first_packet_at)
             if quiet_for >= t.stopped_after_s:
                 inbound, why = Inbound.STOPPED, f"no inbound RTP for {quiet_for:.1f} s"
             elif zeros_for >= t.silence_after_s:
                 inbound, why = (
                     Inbound.SILENT,
-                    f"inbound RTP decodes to exact zeros for {zeros_for:.1f} s",
+                    f"inbound RTP decodes to digital silence for {zeros_for:.1f} s",
                 )
             else:
                 inbound, why = Inbound.OK, "inbound audio flowing"

@@ -130,7 +130,7 @@ class MediaMonitor:
             sample = MediaSample(
                 packets_received=None if stats is None else stats.packets_received,
                 audio_frames=window.frames,
-                nonzero_audio=window.nonzero,
+                peak=window.peak,
                 outbound_subscribed=self.outbound_subscribed,
             )
             verdict = self.detector.update(sample, self.clock())

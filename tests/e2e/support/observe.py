@@ -164,6 +164,7 @@ class CallObserver:
     interval_s: float = 0.5
     publish_tone_hz: float | None = None
     dump_stats: bool = False  # print the first full stats list (field names)
+    record_path: str | None = None  # write what the AudioStream delivered (WAV)
 
     def __post_init__(self) -> None:
         self.room = rtc.Room()
@@ -177,6 +178,7 @@ class CallObserver:
         self._tasks: list[asyncio.Task[None]] = []
         self._dumped = False
         self._stop = asyncio.Event()
+        self._pcm: list[np.ndarray] = []
 
     # ------------------------------------------------------------------ events
     def _event(self, what: str, **info: Any) -> None:
@@ -276,6 +278,8 @@ class CallObserver:
                     self._first_frame_mono = time.monotonic()
                     self._event("first_audio_frame", samples=int(pcm.size))
                 self._win.add(pcm)
+                if self.record_path:
+                    self._pcm.append(pcm.copy())
         finally:
             await stream.aclose()
 
@@ -363,6 +367,11 @@ class CallObserver:
             await asyncio.wait(self._tasks, timeout=3.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.room.disconnect(), 5.0)
+        if self.record_path:
+            import soundfile as sf
+
+            pcm = np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)
+            sf.write(self.record_path, pcm, self.sample_rate, subtype="PCM_16")
 
     # ---------------------------------------------------------------- reports
     def to_dict(self) -> dict[str, Any]:
@@ -374,6 +383,8 @@ class CallObserver:
             "sample_rate": self.sample_rate,
             "frame_size_ms": self.frame_size_ms,
             "interval_s": self.interval_s,
+            "first_frame_mono": self._first_frame_mono,
+            "record_path": self.record_path,
             "events": self.events,
             "timeline": self.timeline,
         }
@@ -454,6 +465,7 @@ async def observe(
     interval_s: float = 0.5,
     dump_stats: bool = False,
     until_sip_gone_s: float | None = 3.0,
+    record_path: str | None = None,
 ) -> CallObserver:
     """Find the room (or use ``room``), observe for ``duration_s``; ends early
     ``until_sip_gone_s`` after the SIP participant left (None: never)."""
@@ -474,6 +486,7 @@ async def observe(
         sample_rate=sample_rate,
         interval_s=interval_s,
         dump_stats=dump_stats,
+        record_path=record_path,
     )
     await obs.start()
     try:
@@ -505,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--interval", type=float, default=0.5)
     p.add_argument("--dump-stats", action="store_true")
+    p.add_argument("--record", default=None, help="WAV of what the AudioStream delivered")
     p.add_argument("--ref-mono", type=float, default=None, help="table time origin (monotonic)")
     a = p.parse_args(argv)
     obs = asyncio.run(
@@ -519,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             sample_rate=a.sample_rate,
             interval_s=a.interval,
             dump_stats=a.dump_stats,
+            record_path=a.record,
         )
     )
     obs.write_json(a.json)

@@ -177,8 +177,10 @@ async def start_caller(
     target: str | None = None,
     tag: str = "caller",
     answer_timeout: float = 15.0,
+    send_wav: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[asyncio.subprocess.Process, Path, Path]:
-    wav = Path(write_tone_wav(str(work / f"{tag}-send.wav"), freqs, seconds=2.0))
+    wav = send_wav or Path(write_tone_wav(str(work / f"{tag}-send.wav"), freqs, seconds=2.0))
     rec, res = work / f"{tag}-heard.wav", work / f"{tag}-result.json"
     args = [
         sys.executable,
@@ -198,6 +200,7 @@ async def start_caller(
         str(res),
         "--answer-timeout",
         str(answer_timeout),
+        *extra,
     ]
     if hangup_after is not None:
         args += ["--hangup-after", str(hangup_after)]

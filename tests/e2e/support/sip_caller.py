@@ -45,8 +45,8 @@ Faults (times in seconds after the 200 OK, like ``--duration``):
   with ``pjmedia_stream_pause(ENCODING)``; no re-INVITE, SIP stays up, the
   caller keeps receiving). Events ``rtp_stopped``; ``rtp.tx_packets`` stays flat
   from then on.
-- ``--mute-after S``: keep sending RTP but with exact-zero samples (the call's
-  transmit level is set to 0). Event ``muted``.
+- ``--mute-after S``: keep sending RTP (every 20 ms) but with exact-zero
+  samples: the WAV player stops transmitting into the call. Event ``muted``.
 
 For packets that are sent but never arrive, see ``faults.RtpBlock`` (nftables).
 
@@ -447,8 +447,9 @@ def _run_call_locked(
         "errors": [],
         "pid": os.getpid(),
         "rtp_port": None,  # local RTP port actually bound (from the media transport)
-        # tx/rx: RTP packets sent / received (pjmedia stream statistics, last
-        # sample while the call was up); timeline: [mono, tx, rx] about every 0.5 s
+        # tx/rx: RTP packets sent / received (pjmedia stream statistics, final
+        # counts when the stream is destroyed); timeline: [mono, tx, rx] about
+        # every 0.5 s while the call is up
         "rtp": {
             "requested_port": int(rtp_port) or None,
             "local": None,
@@ -481,8 +482,23 @@ def _run_call_locked(
     class _Call(pj.Call):  # type: ignore[misc,name-defined]
         def onStreamCreated(self, prm: Any) -> None:
             state["stream"] = prm.stream
+            if "rtp_stopped" in ev:  # a re-INVITE made a new stream: keep it quiet
+                try:
+                    _pause_stream_encoding(pj, prm.stream)
+                except Exception as exc:
+                    res["errors"].append(f"rtp stop (new stream): {exc!r}")
 
         def onStreamDestroyed(self, prm: Any) -> None:
+            # the stream still exists here: the final RTP counts
+            try:
+                st = self.getStreamStat(prm.streamIdx)
+                rtp = res["rtp"]
+                rtp["tx_packets"] = int(st.rtcp.txStat.pkt)
+                rtp["rx_packets"] = int(st.rtcp.rxStat.pkt)
+                now = time.monotonic()
+                rtp["timeline"].append([round(now, 3), rtp["tx_packets"], rtp["rx_packets"]])
+            except Exception:
+                pass
             state["stream"] = None
 
         def onCallState(self, prm: Any) -> None:
@@ -581,7 +597,8 @@ def _run_call_locked(
                         ply = pj.AudioMediaPlayer()
                         ply.createPlayer(send_wav, 0)  # 0 = loop
                         objs["player"] = ply
-                    objs["player"].startTransmit(am)
+                    if "muted" not in ev:  # a re-INVITE must not unmute
+                        objs["player"].startTransmit(am)
                     if first:
                         mark("player_started")
                     break
@@ -610,12 +627,26 @@ def _run_call_locked(
 
         t0 = ev["invite_sent"]["mono"]
 
+        def sample_rtp(now: float) -> None:
+            idx = state["media_idx"]
+            if idx is None or state["disconnected"]:
+                return
+            try:
+                st = objs["call"].getStreamStat(idx)
+            except Exception:
+                return  # no stream (yet / any more)
+            rtp = res["rtp"]
+            rtp["tx_packets"] = int(st.rtcp.txStat.pkt)
+            rtp["rx_packets"] = int(st.rtcp.rxStat.pkt)
+            rtp["timeline"].append([round(now, 3), rtp["tx_packets"], rtp["rx_packets"]])
+
         def hangup(cause: str) -> None:
             if state["local_hangup_requested"]:
                 return
             state["local_hangup_requested"] = True
             res["local_hangup_cause"] = cause
             res["hangup_by"] = "local"
+            sample_rtp(time.monotonic())  # last counts: hangup() tears the stream down
             mark("hangup")
             hp = pj.CallOpParam(True)
             # before the answer pjsua sends CANCEL and reports this code as
@@ -629,19 +660,6 @@ def _run_call_locked(
         hard_deadline = t0 + answer_timeout + duration + HARD_TIMEOUT_SLACK_S
         hangup_deadline_mono = None
         next_stat = 0.0
-
-        def sample_rtp(now: float) -> None:
-            idx = state["media_idx"]
-            if idx is None or state["disconnected"]:
-                return
-            try:
-                st = objs["call"].getStreamStat(idx)
-            except Exception:
-                return  # no stream (yet / any more)
-            rtp = res["rtp"]
-            rtp["tx_packets"] = int(st.rtcp.txStat.pkt)
-            rtp["rx_packets"] = int(st.rtcp.rxStat.pkt)
-            rtp["timeline"].append([round(now, 3), rtp["tx_packets"], rtp["rx_packets"]])
 
         def apply_faults(now: float) -> None:
             if not res["answered"] or state["local_hangup_requested"]:
@@ -662,11 +680,14 @@ def _run_call_locked(
                     res["errors"].append(f"rtp stop: {exc!r}")
             if mute_after is not None and "muted" not in ev and since_answer >= mute_after:
                 idx = state["media_idx"]
-                if idx is None:
+                if idx is None or "player" not in objs:
                     return
                 mark("muted")
                 try:
-                    objs["call"].getAudioMedia(idx).adjustTxLevel(0.0)
+                    # the WAV player stops feeding the call; the bridge then
+                    # sends zero frames (PCMU 0xFF / PCMA 0xD5), still every 20 ms.
+                    # (adjustTxLevel(0) does not silence the call in pjsua2 2.15.)
+                    objs["player"].stopTransmit(objs["call"].getAudioMedia(idx))
                 except Exception as exc:
                     res["errors"].append(f"mute: {exc!r}")
 
@@ -694,7 +715,6 @@ def _run_call_locked(
                 hangup("answer_timeout")
             if state["local_hangup_requested"]:
                 hangup_deadline_mono = time.monotonic() + 5.0
-                sample_rtp(time.monotonic())  # last counts before the BYE
 
         # Let the BYE's 200 / ACKs flow briefly, then tear down media first so
         # the WAV header is finalised.
