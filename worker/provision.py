@@ -20,7 +20,9 @@ import asyncio
 import ipaddress
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from livekit import api
 
@@ -183,55 +185,43 @@ def _same_rule(have: api.SIPDispatchRuleInfo, want: api.SIPDispatchRuleInfo) -> 
     )
 
 
+def _one_named(items: Sequence[Any], name: str, what: str) -> Any | None:
+    same = [x for x in items if x.name == name]
+    if len(same) > 1:
+        raise ProvisionError(f"{len(same)} {what} are named {name!r}; delete the extras")
+    return same[0] if same else None
+
+
 async def provision(lk: api.LiveKitAPI, plan: Plan) -> dict[str, str]:
-    """Create or update the trunk and rule; returns ids and what was done."""
+    """Create or update the trunk and rule, by name; returns ids and what was done."""
     out: dict[str, str] = {}
     want_trunk = trunk_info(plan)
     trunks = (await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items
-    same_name = [t for t in trunks if t.name == plan.trunk_name]
-    if len(same_name) > 1:
-        raise ProvisionError(
-            f"{len(same_name)} inbound trunks are named {plan.trunk_name!r}; delete the extras"
-        )
-    if same_name:
-        have = same_name[0]
-        trunk_id = have.sip_trunk_id
-        if _same_trunk(have, want_trunk):
-            out["trunk"] = "unchanged"
-        else:
-            want_trunk.sip_trunk_id = trunk_id
-            await lk.sip.update_inbound_trunk(trunk_id, want_trunk)
-            out["trunk"] = "updated"
+    have = _one_named(trunks, plan.trunk_name, "inbound trunks")
+    if have is None:
+        req = api.CreateSIPInboundTrunkRequest(trunk=want_trunk)
+        trunk_id, out["trunk"] = (await lk.sip.create_inbound_trunk(req)).sip_trunk_id, "created"
+    elif _same_trunk(have, want_trunk):
+        trunk_id, out["trunk"] = have.sip_trunk_id, "unchanged"
     else:
-        created = await lk.sip.create_inbound_trunk(
-            api.CreateSIPInboundTrunkRequest(trunk=want_trunk)
-        )
-        trunk_id = created.sip_trunk_id
-        out["trunk"] = "created"
+        trunk_id, out["trunk"] = have.sip_trunk_id, "updated"
+        want_trunk.sip_trunk_id = trunk_id
+        await lk.sip.update_inbound_trunk(trunk_id, want_trunk)
     out["trunk_id"] = trunk_id
 
     want_rule = rule_info(plan, trunk_id)
     rules = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
-    same_rule = [r for r in rules if r.name == plan.rule_name]
-    if len(same_rule) > 1:
-        raise ProvisionError(
-            f"{len(same_rule)} dispatch rules are named {plan.rule_name!r}; delete the extras"
-        )
-    if same_rule:
-        have_rule = same_rule[0]
-        rule_id = have_rule.sip_dispatch_rule_id
-        if _same_rule(have_rule, want_rule):
-            out["rule"] = "unchanged"
-        else:
-            want_rule.sip_dispatch_rule_id = rule_id
-            await lk.sip.update_dispatch_rule(rule_id, want_rule)
-            out["rule"] = "updated"
+    have_rule = _one_named(rules, plan.rule_name, "dispatch rules")
+    if have_rule is None:
+        req_rule = api.CreateSIPDispatchRuleRequest(dispatch_rule=want_rule)
+        created = await lk.sip.create_dispatch_rule(req_rule)
+        rule_id, out["rule"] = created.sip_dispatch_rule_id, "created"
+    elif _same_rule(have_rule, want_rule):
+        rule_id, out["rule"] = have_rule.sip_dispatch_rule_id, "unchanged"
     else:
-        created_rule = await lk.sip.create_dispatch_rule(
-            api.CreateSIPDispatchRuleRequest(dispatch_rule=want_rule)
-        )
-        rule_id = created_rule.sip_dispatch_rule_id
-        out["rule"] = "created"
+        rule_id, out["rule"] = have_rule.sip_dispatch_rule_id, "updated"
+        want_rule.sip_dispatch_rule_id = rule_id
+        await lk.sip.update_dispatch_rule(rule_id, want_rule)
     out["rule_id"] = rule_id
     return out
 
