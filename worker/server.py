@@ -7,6 +7,7 @@ from functools import cache
 
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
+from . import logmask
 from .call import CallSession
 from .hold.audio import HoldAudio, load_hold_audio
 from .settings import Settings, load_settings
@@ -27,11 +28,13 @@ def hold_audio(s: Settings) -> HoldAudio:
 
 def prewarm(proc: JobProcess) -> None:
     """Decode the hold file before any call arrives (once per process)."""
+    logmask.install()
     proc.userdata["hold_audio"] = hold_audio(settings())
 
 
 async def entrypoint(ctx: JobContext) -> None:
     s = settings()
+    logmask.install()  # a job process sets up its own logging
     session = CallSession(ctx, s, hold_audio(s))
     reason = await session.run()
     # Leave the room now rather than when the job runner gets round to it:
@@ -64,4 +67,5 @@ def build_server(s: Settings) -> AgentServer:
     # agent_name set = explicit dispatch only: LiveKit sends us the rooms that a
     # dispatch rule (room_config.agents) or the API names us for, never others.
     server.rtc_session(entrypoint, agent_name=s.agent_name)
+    server.on("worker_started", logmask.install)  # after the CLI has set up logging
     return server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.e2e.support.scenario import (
     start_caller,
 )
 from tests.e2e.support.signals import read_wav
+from worker.logmask import mask_text
 
 pytestmark = pytest.mark.e2e
 
@@ -91,10 +93,13 @@ async def test_caller_hangs_up_during_hold(lk_env, lkapi, worker, work_dir):
     assert left_ms <= 1000
     # the job ended cleanly: an ordinary end in the log, no error lines for this room
     await asyncio.sleep(0.5)
-    lines = [r for r in worker.log_lines() if r.get("room") == room]
+    lines = [r for r in worker.log_lines() if r.get("room") == mask_text(room)]
     assert any("call ended: caller hung up" in r.get("message", "") for r in lines)
     errors = [r for r in lines if r.get("level") in ("ERROR", "CRITICAL")]
     assert errors == []
+    # caller numbers are masked in every line, the SDK's included
+    unmasked = re.findall(r"\+\d{7,15}", worker.text())
+    assert unmasked == [], unmasked[:5]
 
 
 async def worker_attributes(lk: api.LiveKitAPI, room: str) -> dict[str, str]:

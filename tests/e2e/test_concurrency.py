@@ -37,7 +37,7 @@ async def test_ten_calls_at_once_no_cross_talk(lk_env, lkapi, worker, work_dir, 
                 agent_hz=AGENT_TONES[i],
                 agent_after_s=5.0,
                 agent_delay_s=0.3 * i,  # agents arrive over 3 s, as people do
-                duration_s=20.0,
+                duration_s=30.0,  # slow handoffs on a loaded machine still leave time
                 tag=f"c{i}",
                 analyse=False,  # analysed below, once every call has ended
             )
@@ -61,7 +61,7 @@ async def test_ten_calls_at_once_no_cross_talk(lk_env, lkapi, worker, work_dir, 
     # Ten INVITEs in the same instant on 2 cores that also run the ten SIP
     # callers and agents: a generous bound here; the single-call test holds
     # the 1000 ms one, and the benchmarks measure p95 under load.
-    assert dead[-1] <= 2000
+    assert dead[-1] <= 3000
     for i, o in enumerate(outs):
         assert o.status_code == 200
         assert o.caller_hears_agent and o.agent_hears_caller, f"call {i}"

@@ -9,6 +9,7 @@ import pytest
 
 from tests.e2e.support.scenario import find_call_room, start_caller
 from tests.e2e.support.workerproc import start_worker, stop_worker
+from worker.logmask import mask_text
 
 pytestmark = pytest.mark.e2e
 MAX_WAIT_S = 3.0
@@ -37,5 +38,5 @@ async def test_max_wait_hangs_up(lk_env, lkapi, worker, work_dir):
     assert result["answered"] and result["hangup_by"] == "remote"
     assert MAX_WAIT_S - 0.5 <= held_s <= MAX_WAIT_S + 2.0
     await asyncio.sleep(0.5)
-    lines = [r.get("message", "") for r in worker.log_lines() if r.get("room") == room]
+    lines = [r.get("message", "") for r in worker.log_lines() if r.get("room") == mask_text(room)]
     assert any("hanging up the caller: max wait of 3 s reached" in m for m in lines)
