@@ -51,8 +51,13 @@ test-unit: venv
 demo: stack
 	@source devstack/env.sh && $(PY) -m tests.e2e.demo
 
-bench: stack
-	@source devstack/env.sh && $(PY) -m bench.run
+# The benchmark (issue 5): both workers at N = 1, 10, 25, 50 held calls on the
+# local stack, in the tests' private network namespace; writes BENCHMARKS.md
+# and bench/results.json (about 15 minutes; BENCH_SIZES=1,10 for a shorter run).
+BENCH_NETNS ?= $(TEST_NETNS)
+
+bench: setup
+	DEVSTACK_NETNS=$(BENCH_NETNS) bash bench/make-bench.sh
 
 lint: venv
 	$(PY) -m ruff check worker tests bench assets
