@@ -151,7 +151,12 @@ start() {
 wait_healthy() {
     local name=$1 check=$2 deadline=$((SECONDS + TIMEOUT)) why=""
     while :; do
-        [[ -n "$(running_pid "$name")" ]] || service_failed "$name" "process exited"
+        if [[ -z "$(running_pid "$name")" ]]; then
+            # /proc/PID/cmdline reads empty while the process is in exec():
+            # look again before calling it dead.
+            sleep 0.3
+            [[ -n "$(running_pid "$name")" ]] || service_failed "$name" "process exited"
+        fi
         if why="$($check 2>&1)"; then
             return 0
         fi
