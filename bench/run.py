@@ -424,6 +424,8 @@ def summarise(run: dict[str, Any], per_call: list[dict[str, Any]]) -> dict[str, 
     hold = [c for c in per_call if c["round"] == "hold"]
     drain = [c for c in per_call if c["round"] == "drain"]
     n = run["n"]
+    # per call = per call actually on hold in the window (some may not have been answered)
+    on_hold = max(1, run.get("answered") or 0)
 
     def pct(vals: list[float], q: float) -> float | None:
         return float(np.percentile(vals, q)) if vals else None
@@ -440,13 +442,14 @@ def summarise(run: dict[str, Any], per_call: list[dict[str, Any]]) -> dict[str, 
         "idle_rss_mb": run["idle"]["rss_mb"],
         "idle_pss_mb": run["idle"]["pss_mb"],
         "cpu_total": run["steady"]["worker_cpu"],
-        "cpu_per_call": run["steady"]["worker_cpu"] / n,
-        "cpu_per_call_over_idle": (run["steady"]["worker_cpu"] - run["idle"]["worker_cpu"]) / n,
+        "cpu_per_call": run["steady"]["worker_cpu"] / on_hold,
+        "cpu_per_call_over_idle": (run["steady"]["worker_cpu"] - run["idle"]["worker_cpu"])
+        / on_hold,
         "rss_mb": run["steady"]["rss_mb"],
         "pss_mb": run["steady"]["pss_mb"],
         "processes": run["steady"]["processes"],
-        "rss_per_call_over_idle_mb": (run["steady"]["rss_mb"] - run["idle"]["rss_mb"]) / n,
-        "pss_per_call_over_idle_mb": (run["steady"]["pss_mb"] - run["idle"]["pss_mb"]) / n,
+        "rss_per_call_over_idle_mb": (run["steady"]["rss_mb"] - run["idle"]["rss_mb"]) / on_hold,
+        "pss_per_call_over_idle_mb": (run["steady"]["pss_mb"] - run["idle"]["pss_mb"]) / on_hold,
         "machine_busy": run["steady"]["machine_busy"],
         "stack_cpu": {
             k: v for k, v in run["steady"].items() if k.endswith("_cpu") and k != "worker_cpu"
@@ -485,6 +488,15 @@ def summarise(run: dict[str, Any], per_call: list[dict[str, Any]]) -> dict[str, 
             else None,
         )
     return s
+
+
+def resummarise(doc: dict[str, Any]) -> None:
+    """Recompute the summaries of a results JSON from its raw figures."""
+    for kind, per_n in doc["raw"].items():
+        for n_s, r in per_n.items():
+            wall = doc["results"][kind][n_s].get("wall_s")
+            doc["results"][kind][n_s] = {**summarise(r, r["calls"]), "wall_s": wall}
+    add_slopes(doc["results"])
 
 
 def hold_reference(path: Path) -> None:
@@ -568,10 +580,10 @@ def _fmt(v: Any, unit: str) -> str:
 
 ROWS = [
     ("calls answered / placed", "answered", ""),
-    ("worker CPU per held call (share of one core)", "cpu_per_call", "%"),
-    ("worker CPU, all N calls (share of one core)", "cpu_total", "%"),
+    ("worker CPU per call on hold (share of one core)", "cpu_per_call", "%"),
+    ("worker CPU, all calls on hold (share of one core)", "cpu_total", "%"),
     ("worker CPU idle, no call", "idle_cpu", "%"),
-    ("RSS of the worker's processes, N calls (MB)", "rss_mb", "MB"),
+    ("RSS of the worker's processes, calls on hold (MB)", "rss_mb", "MB"),
     ("RSS per call over the idle worker (MB)", "rss_per_call_over_idle_mb", "MB"),
     ("RSS per additional call over N=1 (MB)", "rss_per_call_over_n1_mb", "MB"),
     ("PSS of the worker's processes (MB)", "pss_mb", "MB"),
@@ -595,8 +607,9 @@ def add_slopes(results: dict[str, Any]) -> None:
         one = per_n.get("1")
         for n_s, s in per_n.items():
             n = int(n_s)
-            if one and "rss_mb" in one and "rss_mb" in s and n > 1:
-                s["rss_per_call_over_n1_mb"] = (s["rss_mb"] - one["rss_mb"]) / (n - 1)
+            held = s.get("answered") or n
+            if one and "rss_mb" in one and "rss_mb" in s and held > 1:
+                s["rss_per_call_over_n1_mb"] = (s["rss_mb"] - one["rss_mb"]) / (held - 1)
 
 
 def markdown_table(results: dict[str, Any], sizes: list[int]) -> str:

@@ -40,6 +40,10 @@ def main(argv: list[str]) -> None:
     # was about 1 % of a core per held call. Hold audio tolerates 500 ms
     # (the queue holds one to two chunks), so warn from there unless set.
     os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "500")
+    # livekit-agents preloads local inference models (VAD, end of turn) into
+    # every worker; a hold worker uses none. Measured: 392 MB idle RSS with
+    # them, 145 MB without (BENCHMARKS.md).
+    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
     if cmd == "provision":
         from .provision import main as provision_main
 

@@ -138,7 +138,12 @@ class CallSession:
         t0 = self.clock()
         self._bind_room_events()
         await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
-        await self._publish_hold()
+        try:
+            await self._publish_hold()
+        except Exception as e:  # seen on an overloaded server: publication timed out
+            self.log.error(f"could not publish the hold audio, leaving the call: {e}")
+            await self.player.aclose()
+            return "hold audio could not be published"
         metrics.CALLS.labels(state=str(State.WAITING)).inc()
         self.log.info(
             "hold audio published",

@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     executor: Literal["thread", "process"] = "thread"
     # Calls one worker replica takes before it reports itself full, so that
     # LiveKit dispatch sends further calls to other replicas.
-    max_calls: int = Field(50, ge=1, le=1000)
+    # Measured (BENCHMARKS.md): about 6 % of a core per held call at 10
+    # calls; a 2-core machine that also runs the stack saturated before 25.
+    # 20 leaves headroom on 2 dedicated cores.
+    max_calls: int = Field(20, ge=1, le=1000)
     # Job runners kept warm for the next calls (threads under the thread
     # executor): a burst of calls does not wait for runners to start.
     idle_jobs: int = Field(4, ge=0, le=100)
