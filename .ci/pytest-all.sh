@@ -8,20 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source devstack/env.sh
-
-ns="${DEVSTACK_NETNS:-}"
-if [[ -n "$ns" ]] && ! ip netns list >/dev/null 2>&1; then
-    echo "pytest-all: network namespaces unavailable here; the stack runs on the host's loopback"
-    ns=""
-fi
-running_ns="$(cat .devstack/run/netns 2>/dev/null || true)"
-if [[ "$running_ns" != "$ns" ]] && ls .devstack/run/*.pid >/dev/null 2>&1; then
-    echo "pytest-all: stopping the stack started in another mode (netns '${running_ns}')"
-    bash devstack/down.sh
-fi
-DEVSTACK_NETNS="$ns" bash devstack/up.sh
-export DEVSTACK_NETNS="$ns"
-if [[ -n "$ns" ]]; then
-    exec ip netns exec "$ns" .venv/bin/python -m pytest tests -q -s -p no:cacheprovider "$@"
-fi
-exec .venv/bin/python -m pytest tests -q -s -p no:cacheprovider "$@"
+source devstack/up-for-clients.sh
+exec "${NSEXEC[@]}" .venv/bin/python -m pytest tests -q -s -p no:cacheprovider "$@"

@@ -7,24 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source devstack/env.sh
 
-ns="${DEVSTACK_NETNS:-}"
-if [[ -n "$ns" ]] && ! ip netns list >/dev/null 2>&1; then
-    echo "make-bench: network namespaces unavailable here; the stack runs on the host's loopback"
-    ns=""
-fi
-running_ns="$(cat .devstack/run/netns 2>/dev/null || true)"
-if [[ "$running_ns" != "$ns" ]] && ls .devstack/run/*.pid >/dev/null 2>&1; then
-    echo "make-bench: stopping the stack started in another mode (netns '${running_ns}')"
-    bash devstack/down.sh
-fi
-DEVSTACK_NETNS="$ns" bash devstack/up.sh
-export DEVSTACK_NETNS="$ns"
+source devstack/up-for-clients.sh
 
 args=(--sizes "${BENCH_SIZES:-1,10,25,50}" --json bench/results.json --md bench/results.md "$@")
-run=(.venv/bin/python -m bench.run "${args[@]}")
-if [[ -n "$ns" ]]; then
-    run=(ip netns exec "$ns" "${run[@]}")
-fi
+run=("${NSEXEC[@]}" .venv/bin/python -m bench.run "${args[@]}")
 rm -f bench/results.json
 status=0
 "${run[@]}" || status=$?
