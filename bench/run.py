@@ -57,7 +57,7 @@ from bench.analysis import analyse
 from tests.e2e.support.human_agent import HumanAgent
 from tests.e2e.support.signals import write_tone_wav
 from tests.e2e.support.stack import stack_env
-from tests.e2e.support.workerproc import WorkerProcess, _die_with_parent
+from tests.e2e.support.workerproc import _die_with_parent, start_worker
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("ours", "baseline")
@@ -121,27 +121,10 @@ def spawn_worker(kind: str, env: dict[str, str], agent_name: str, log_dir: Path,
     else:
         cmd = [sys.executable, "-m", "bench.baseline_worker", "start", "--log-level", "info"]
         extra = {"BENCH_AGENT_NAME": agent_name, "BENCH_BASELINE_LOAD": plan.baseline_load}
-    log_path = log_dir / f"worker-{kind}-{int(time.time() * 1000)}.log"
-    f = open(log_path, "wb")  # closed with the process
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env={**os.environ, **env, **extra, "PYTHONUNBUFFERED": "1"},
-        stdout=f,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
-    w = WorkerProcess(proc, log_path)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{kind} worker exited with {proc.returncode}:\n{w.text()[-3000:]}")
-        if "registered worker" in w.text():
-            return w
-        time.sleep(0.1)
-    kill_tree(proc)
-    raise RuntimeError(f"{kind} worker did not register within 90 s:\n{w.text()[-3000:]}")
+    try:
+        return start_worker(env, log_dir, cmd=tuple(cmd[1:]), register_timeout=90.0, **extra)
+    except RuntimeError as e:
+        raise RuntimeError(f"{kind} {e}") from None
 
 
 def kill_tree(proc: subprocess.Popen) -> None:

@@ -47,13 +47,25 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(env: dict[str, str], log_dir: Path, **hold_env: str) -> WorkerProcess:
+WORKER_CMD = ("-m", "worker", "start", "--log-level", "info")
+
+
+def start_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    cmd: tuple[str, ...] = WORKER_CMD,
+    register_timeout: float = 60.0,
+    **hold_env: str,
+) -> WorkerProcess:
+    """Start a worker (ours by default, or `cmd`, e.g. the benchmark's baseline)
+    and return once it has registered with the server."""
     hold_env.setdefault("HOLD_HTTP_PORT", "0")
     log_path = log_dir / f"worker-{int(time.time() * 1000)}.log"
     full_env = {**os.environ, **env, **hold_env, "PYTHONUNBUFFERED": "1"}
     f = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "start", "--log-level", "info"],
+        [sys.executable, *cmd],
         cwd=REPO,
         env=full_env,
         stdout=f,
@@ -62,7 +74,7 @@ def start_worker(env: dict[str, str], log_dir: Path, **hold_env: str) -> WorkerP
         preexec_fn=_die_with_parent,
     )
     w = WorkerProcess(proc, log_path)
-    deadline = time.time() + 60
+    deadline = time.time() + register_timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited with {proc.returncode}:\n{w.text()[-3000:]}")
@@ -70,7 +82,9 @@ def start_worker(env: dict[str, str], log_dir: Path, **hold_env: str) -> WorkerP
             return w
         time.sleep(0.1)
     stop_worker(w)
-    raise RuntimeError(f"worker did not register within 60 s:\n{w.text()[-3000:]}")
+    raise RuntimeError(
+        f"worker did not register within {register_timeout:g} s:\n{w.text()[-3000:]}"
+    )
 
 
 def stop_worker(w: WorkerProcess, timeout: float = 30.0) -> int:
