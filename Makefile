@@ -63,6 +63,7 @@ lint: venv
 	$(PY) -m ruff check worker tests bench assets
 	$(PY) -m ruff format --check worker tests bench assets
 	$(PY) -m mypy worker
+	.venv/bin/hadolint Dockerfile
 
 clean: stack-down
 	rm -rf .venv

@@ -8,6 +8,7 @@ import os
 import sys
 
 from .hold.audio import HoldAudioError
+from .production import SecretsError, check_production, load_secrets_dir, summary
 from .settings import SettingsError, load_settings
 
 USAGE = __doc__ or ""
@@ -60,7 +61,21 @@ def main(argv: list[str]) -> None:
     except HoldAudioError as e:
         _fail(f"HOLD_AUDIO: {e}")
     if cmd in ("dev", "start", "connect"):
+        if settings.secrets_dir is not None:
+            try:
+                load_secrets_dir(settings.secrets_dir, os.environ)
+            except SecretsError as e:
+                _fail(str(e))
         _check_livekit_env(argv[2:])
+    if cmd == "start":
+        found = check_production(settings, os.environ)
+        for w in found.warnings:
+            print(f"config warning: {w}", file=sys.stderr)
+        if found.errors:
+            for msg in found.errors[1:]:
+                print(f"config error: {msg}", file=sys.stderr)
+            _fail(found.errors[0])
+        print(f"hold worker (start): {summary(settings)}", file=sys.stderr)
     print(
         f"hold worker: agent {settings.agent_name!r}, hold audio {audio.path} "
         f"({audio.seconds:.1f} s, {audio.source_rate} Hz x{audio.source_channels} -> 48 kHz mono)",

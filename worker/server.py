@@ -63,6 +63,9 @@ def build_server(s: Settings) -> AgentServer:
         # Prometheus (hold_media_verdicts_total, hold_calls, hold_handoffs_total
         # and livekit-agents' own) on livekit-agents' metrics port.
         prometheus_port=s.metrics_port or None,
+        # `start` drains on SIGTERM: no new calls, held calls go on until
+        # handed over or until this timeout.
+        drain_timeout=s.drain_timeout_s,
     )
     # agent_name set = explicit dispatch only: LiveKit sends us the rooms that a
     # dispatch rule (room_config.agents) or the API names us for, never others.

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8081, ge=0, le=65535)
     metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus; 0 = off
+    # SIGTERM drains: the worker takes no new calls and waits up to this long
+    # for the calls it holds to be handed over or to end, then exits. A
+    # container's grace period (Kubernetes terminationGracePeriodSeconds) must
+    # not be shorter. 15 min covers a store's usual longest hold.
+    drain_timeout_s: int = Field(900, ge=1, le=86400)
+    # A directory of files named LIVEKIT_URL, LIVEKIT_API_KEY and
+    # LIVEKIT_API_SECRET (a mounted Kubernetes or Docker secret); a variable
+    # set in the environment wins over its file. Empty: environment only.
+    secrets_dir: Path | None = None
 
     # One-way audio detection (worker/media/detector.py); seconds.
     media_settle_s: float = Field(2.0, ge=0.0, le=30.0)
