@@ -86,7 +86,9 @@ def check_production(
             "LiveKit Cloud and public servers take wss://"
         )
     if s.http_port == 0:
-        out.errors.append(
+        # A warning, not an error: several workers on one host (tests, benchmarks)
+        # take random ports on purpose.
+        out.warnings.append(
             "HOLD_HTTP_PORT: 0 (a random port) leaves health probes nothing to reach; "
             "set a fixed port (default 8081)"
         )

@@ -67,7 +67,8 @@ def test_checks_refuse_dev_secret_and_unreachable_ports() -> None:
     env = {"LIVEKIT_URL": "ws://livekit.store.example:7880", "LIVEKIT_API_SECRET": "secret"}
     found = check_production(load_settings(http_port=0), env, in_container=False)
     assert any("development secret" in e for e in found.errors)
-    assert any(e.startswith("HOLD_HTTP_PORT") for e in found.errors)
+    assert [e.split(":")[0] for e in found.errors] == ["LIVEKIT_API_SECRET"]
+    assert any(w.startswith("HOLD_HTTP_PORT") for w in found.warnings)
     assert any("unencrypted" in w for w in found.warnings)
     clash = check_production(load_settings(metrics_port=8081), {}, in_container=False)
     assert [e.split(":")[0] for e in clash.errors] == ["HOLD_METRICS_PORT"]

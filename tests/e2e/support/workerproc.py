@@ -55,17 +55,21 @@ def start_worker(
     log_dir: Path,
     *,
     cmd: tuple[str, ...] = WORKER_CMD,
+    argv: list[str] | None = None,
+    inherit_env: bool = True,
     register_timeout: float = 60.0,
     **hold_env: str,
 ) -> WorkerProcess:
-    """Start a worker (ours by default, or `cmd`, e.g. the benchmark's baseline)
-    and return once it has registered with the server."""
+    """Start a worker (ours by default, or `cmd` run by this Python, e.g. the
+    benchmark's baseline, or a whole `argv`, e.g. the container image's entry
+    in a chroot, with `inherit_env=False` so that only `env` reaches it) and
+    return once it has registered with the server."""
     hold_env.setdefault("HOLD_HTTP_PORT", "0")
     log_path = log_dir / f"worker-{int(time.time() * 1000)}.log"
-    full_env = {**os.environ, **env, **hold_env, "PYTHONUNBUFFERED": "1"}
+    full_env = {**(os.environ if inherit_env else {}), **env, **hold_env, "PYTHONUNBUFFERED": "1"}
     f = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, *cmd],
+        argv or [sys.executable, *cmd],
         cwd=REPO,
         env=full_env,
         stdout=f,
