@@ -42,7 +42,10 @@ dev: provision-local
 # (only loopback, no route out); see .ci/pytest-all.sh.
 TEST_NETNS ?= holdtest
 
+# devstack/image.sh builds the container image (outside the namespace: it
+# needs Debian's mirror and PyPI) for tests/e2e/test_image.py.
 test: setup lint
+	bash devstack/image.sh
 	DEVSTACK_NETNS=$(TEST_NETNS) bash .ci/pytest-all.sh
 
 test-unit: venv
