@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .hold.audio import HoldAudioError
+from .catalog import CatalogError
 from .production import SecretsError, check_production, load_secrets_dir, summary
 from .settings import SettingsError, load_settings
 
@@ -54,12 +54,13 @@ def main(argv: list[str]) -> None:
         settings = load_settings()
     except SettingsError as e:
         _fail(str(e))
-    from .server import build_server, hold_audio
+    from .server import build_server, catalog
 
     try:
-        audio = hold_audio(settings)
-    except HoldAudioError as e:
-        _fail(f"HOLD_AUDIO: {e}")
+        stores = catalog().load()  # every store's audio decoded: a broken file stops us here
+    except CatalogError as e:
+        _fail(str(e))
+    audio = catalog().default_plan().hold
     if cmd in ("dev", "start", "connect"):
         if settings.secrets_dir is not None:
             try:
@@ -81,6 +82,12 @@ def main(argv: list[str]) -> None:
         f"({audio.seconds:.1f} s, {audio.source_rate} Hz x{audio.source_channels} -> 48 kHz mono)",
         file=sys.stderr,
     )
+    if stores is not None:
+        names = ", ".join(f"{k} ({v.name})" for k, v in stores.model.stores.items())
+        print(
+            f"hold worker: {len(stores.model.stores)} stores from {stores.path}: {names}",
+            file=sys.stderr,
+        )
 
     from livekit.agents import cli
 

@@ -28,7 +28,7 @@ from typing import Any
 from livekit import api, rtc
 from livekit.agents import AutoSubscribe, JobContext
 
-from .hold.audio import HoldAudio
+from .catalog import CROSSFADE_MS, CallPlan, StoreCatalog
 from .hold.player import HoldPlayer
 from .lifecycle import (
     Action,
@@ -50,7 +50,6 @@ from .lifecycle import (
     State,
     StateChanged,
     Tick,
-    Timers,
     Transfer,
 )
 from .masking import mask_number
@@ -70,6 +69,9 @@ ATTR_CALLER = "hold.caller"  # masked caller number
 ATTR_MEDIA_IN = "media.inbound"  # ok | missing | stopped | silent | pending
 ATTR_MEDIA_OUT = "media.outbound"  # ok | not_subscribed | pending
 ATTR_MEDIA_REASON = "media.reason"
+ATTR_STORE_ID = "store.id"  # the store the caller dialled (store map)
+ATTR_STORE_NAME = "store.name"
+ATTR_STORE_MATCH = "store.matched_by"  # header | number | default
 
 _KIND_NAMES = {
     rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD: "standard",
@@ -97,7 +99,7 @@ class CallSession:
         self,
         ctx: JobContext,
         settings: Settings,
-        audio: HoldAudio,
+        catalog: StoreCatalog,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -105,22 +107,17 @@ class CallSession:
         self.room = ctx.room
         self.settings = settings
         self.clock = clock
-        self.player = HoldPlayer(audio, chunk_ms=settings.chunk_ms)
-        self.lifecycle = CallLifecycle(
-            started_at=clock(),
-            timers=Timers(
-                caller_join_timeout=settings.caller_join_timeout_s,
-                max_wait=settings.max_wait_s,
-                max_wait_action=settings.max_wait_action,
-                transfer_target=settings.transfer_target,
-                monitor_after_handoff=settings.monitor_after_handoff,
-                media_action=settings.media_action,
-                media_action_after=settings.media_action_after_s,
-            ),
-        )
+        self.catalog = catalog
+        # Until the caller's SIP participant says which store was called: the
+        # default store's audio (or HOLD_AUDIO), no announcement yet.
+        self.plan = catalog.default_plan()
+        self.player = HoldPlayer(self.plan.hold, chunk_ms=settings.chunk_ms)
+        self.lifecycle = CallLifecycle(started_at=clock(), timers=self.plan.timers)
         self.monitor: MediaMonitor | None = None
         self._media: Verdict | None = None
-        self._audio = audio
+        self._store_task: asyncio.Task[None] | None = None
+        self._store_known = False  # store attributes only once resolved
+        self._announcing = False
         self._send_task: asyncio.Task[None] | None = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._live: dict[str, bool] = {}  # human agent identity -> audio live
@@ -208,6 +205,8 @@ class CallSession:
     async def _publish_hold(self, fade_in_ms: int = 0) -> None:
         if self._publication is not None:
             return
+        if self.lifecycle.caller is not None and not self._announcing:
+            await self._start_announcements()
         self.player.start(fade_in_ms=fade_in_ms)
         self._publication = await self.room.local_participant.publish_track(
             self.player.track,
@@ -221,7 +220,9 @@ class CallSession:
                 await self.room.local_participant.unpublish_track(self._publication.sid)
         self._publication = None
         await self.player.aclose()
-        self.player = HoldPlayer(self._audio, chunk_ms=self.settings.chunk_ms)  # for a resume
+        # for a resume: the call's own store audio and announcements again
+        self.player = HoldPlayer(self.plan.hold, chunk_ms=self.settings.chunk_ms)
+        self._announcing = False
 
     async def _fade(self, fade_id: int) -> None:
         await self.player.fade_out(self.settings.fade_ms)
@@ -278,12 +279,84 @@ class CallSession:
             ATTR_MEDIA_OUT: str(media.outbound) if media else "pending",
             ATTR_MEDIA_REASON: media.reason if media else "",
         }
+        if self._store_known and self.plan.store_id:
+            attrs[ATTR_STORE_ID] = self.plan.store_id
+            attrs[ATTR_STORE_NAME] = self.plan.store_name
+            attrs[ATTR_STORE_MATCH] = self.plan.matched_by
         if not self.room.isconnected():
             return
         try:
             await self.room.local_participant.set_attributes(attrs)
         except Exception as e:  # attributes are for display; never end a call over them
             self.log.warning(f"could not publish state attributes: {e}")
+
+    # ---- the store this call is for ---------------------------------------------
+
+    async def _apply_store(self, attributes: dict[str, str]) -> None:
+        """Resolve the store from the SIP participant, then play its audio and
+        announcements and apply its limits. Never ends the call: on any error
+        the default store's plan stays."""
+        try:
+            # may decode a store added since start: off the event loop
+            plan = await asyncio.to_thread(self.catalog.plan_for, attributes)
+        except Exception as e:
+            self.log.error(f"store resolution failed, keeping the default: {e}")
+            return
+        finally:
+            for level, msg in self.catalog.take_news():
+                self.log.log(level, msg)
+        self._set_plan(plan)
+        self._store_known = True
+        if plan.matched_by == "default":
+            self.log.warning(
+                "no store matches this call, using the default store",
+                extra={
+                    "store.id": plan.store_id,
+                    "dialled": attributes.get("sip.trunkPhoneNumber"),
+                },
+            )
+        elif plan.store_id:
+            self.log.info(
+                f"store {plan.store_id} ({plan.matched_by})", extra={"store.id": plan.store_id}
+            )
+        if self.lifecycle.state in (State.WAITING, State.HOLDING) and self._publication:
+            await self.player.switch(plan.hold, CROSSFADE_MS)
+            await self._start_announcements()
+        self._state_dirty.set()
+        if plan.store_id:
+            await self._publish_room_metadata(plan)
+
+    def _set_plan(self, plan: CallPlan) -> None:
+        self.plan = plan
+        self.lifecycle.timers = plan.timers  # per-store max wait and fallback
+        self._events.put_nowait(Tick())  # the lifecycle re-reads its deadlines
+
+    async def _start_announcements(self) -> None:
+        self._announcing = True
+        await self.player.set_announcement(self.plan.announcement)
+
+    async def _publish_room_metadata(self, plan: CallPlan) -> None:
+        """The store in the room's metadata (JSON) for the web app and webhooks;
+        other keys already there are kept."""
+        current = self.room.metadata or ""
+        try:
+            meta = json.loads(current) if current.strip() else {}
+        except json.JSONDecodeError:
+            meta = None
+        if not isinstance(meta, dict):
+            self.log.warning("room metadata is not a JSON object; store left in attributes only")
+            return
+        meta["store"] = {
+            "id": plan.store_id,
+            "name": plan.store_name,
+            "matched_by": plan.matched_by,
+        }
+        try:
+            await self.ctx.api.room.update_room_metadata(
+                api.UpdateRoomMetadataRequest(room=self.room.name, metadata=json.dumps(meta))
+            )
+        except Exception as e:  # display only; never end a call over it
+            self.log.warning(f"could not set the room metadata: {e}")
 
     # ---- room events -> lifecycle events ---------------------------------------
 
@@ -313,6 +386,9 @@ class CallSession:
             self.ctx.log_context_fields = {**self.ctx.log_context_fields, "sip.callID": call_id}
             self.log.info("caller joined", extra={"caller": self._caller_masked})
             self._events.put_nowait(CallerJoined(p.identity))
+            self._store_task = asyncio.create_task(
+                self._apply_store(dict(p.attributes)), name="hold-store"
+            )
             self._start_monitor(p.identity)
             if is_sip_hangup(p.attributes):
                 self._events.put_nowait(CallerLeft("caller hung up before we saw them"))
@@ -408,6 +484,10 @@ class CallSession:
         if self.lifecycle.state is not State.DONE:  # ended by an error, not by the lifecycle
             metrics.CALLS.labels(state=str(self.lifecycle.state)).dec()
         await self._cancel_fade()
+        if self._store_task is not None:
+            self._store_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_task
         if self.monitor is not None:
             await self.monitor.aclose()
         if self._state_task is not None:

@@ -26,6 +26,9 @@ from typing import Any
 
 from livekit import api
 
+from .settings import DEFAULT_ANNOUNCEMENT
+from .stores import StoreMapError, load_store_map
+
 DEFAULT_TRUNK_NAME = "hold-inbound"
 DEFAULT_RULE_NAME = "hold-calls"
 DEFAULT_ROOM_PREFIX = "call-"
@@ -85,6 +88,12 @@ def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
         action="store_true",
         help="allow a trunk with neither an address allowlist nor auth (anyone may call in)",
     )
+    p.add_argument(
+        "--stores",
+        default=os.environ.get("HOLD_STORES", ""),
+        help="store map (YAML; env HOLD_STORES): its numbers and routing header go on the "
+        "trunk, added to --number and --header",
+    )
     p.add_argument("--url", default=os.environ.get("LIVEKIT_URL", ""))
     p.add_argument("--api-key", default=os.environ.get("LIVEKIT_API_KEY", ""))
     p.add_argument("--api-secret", default=os.environ.get("LIVEKIT_API_SECRET", ""))
@@ -94,9 +103,21 @@ def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
     allowed = a.allowed or _env_list("HOLD_TRUNK_ALLOWED_ADDRESSES")
     header_specs = a.headers or _env_list("HOLD_TRUNK_HEADERS")
     password = os.environ.get("HOLD_TRUNK_AUTH_PASSWORD", "")
+    store_headers: dict[str, str] = {}
+    if a.stores:
+        # One place for routing: the stores' numbers and header mapping come
+        # from the same file the worker resolves stores with.
+        try:
+            stores = load_store_map(a.stores, default_announcement=DEFAULT_ANNOUNCEMENT)
+        except StoreMapError as e:
+            raise ProvisionError(f"HOLD_STORES: {e}") from None
+        numbers = list(dict.fromkeys([*numbers, *stores.numbers]))
+        store_headers = stores.headers_to_attributes()
 
     if not numbers:
-        raise ProvisionError("no trunk numbers: pass --number or set HOLD_TRUNK_NUMBERS")
+        raise ProvisionError(
+            "no trunk numbers: pass --number, set HOLD_TRUNK_NUMBERS or give a store map"
+        )
     for n in numbers:
         if not n.lstrip("+").isdigit():
             raise ProvisionError(f"trunk number {n!r}: digits with an optional leading +")
@@ -111,6 +132,7 @@ def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
         if not sep or not header.strip() or not attr.strip():
             raise ProvisionError(f"header mapping {spec!r}: expected Header-Name=attribute.name")
         headers[header.strip()] = attr.strip()
+    headers.update(store_headers)
     if bool(a.auth_username) != bool(password):
         raise ProvisionError(
             "digest auth needs both --auth-username and HOLD_TRUNK_AUTH_PASSWORD (env only)"

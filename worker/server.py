@@ -9,7 +9,7 @@ from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
 from . import logmask
 from .call import CallSession
-from .hold.audio import HoldAudio, load_hold_audio
+from .catalog import CatalogError, StoreCatalog
 from .settings import Settings, load_settings
 
 logger = logging.getLogger("hold-worker")
@@ -22,20 +22,25 @@ def settings() -> Settings:
     return load_settings()
 
 
-def hold_audio(s: Settings) -> HoldAudio:
-    return load_hold_audio(s.audio, level_dbfs=s.level_dbfs, max_seconds=s.max_audio_seconds)
+@cache
+def catalog() -> StoreCatalog:
+    """One per process: the stores and their decoded audio, shared by its calls."""
+    return StoreCatalog(settings())
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Decode the hold file before any call arrives (once per process)."""
+    """Decode the hold audio (every store's) before any call arrives (once per process)."""
     logmask.install()
-    proc.userdata["hold_audio"] = hold_audio(settings())
+    try:
+        catalog().load()
+    except CatalogError as e:  # checked by the CLI before registering; changed since?
+        logger.error(f"prewarm: {e}")
 
 
 async def entrypoint(ctx: JobContext) -> None:
     s = settings()
     logmask.install()  # a job process sets up its own logging
-    session = CallSession(ctx, s, hold_audio(s))
+    session = CallSession(ctx, s, catalog())
     reason = await session.run()
     # Leave the room now rather than when the job runner gets round to it:
     # the room (and the web app) sees the worker gone at once.

@@ -18,7 +18,10 @@ from .media.detector import Thresholds
 from .roles import AgentRule
 
 ENV_PREFIX = "HOLD_"
-DEFAULT_HOLD_AUDIO = Path(__file__).resolve().parent.parent / "assets" / "hold-default.flac"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_HOLD_AUDIO = ASSETS / "hold-default.flac"
+# Made by assets/make_announcement.sh (espeak-ng); `announcement: default` in a store map.
+DEFAULT_ANNOUNCEMENT = ASSETS / "announce-default.flac"
 
 
 class SettingsError(Exception):
@@ -42,6 +45,15 @@ class Settings(BaseSettings):
     # Handoff latency does not depend on it: a fade flushes the queue.
     chunk_ms: int = Field(500, ge=10, le=1000)
     fade_ms: int = Field(400, ge=0, le=5000)
+    # Stores (worker/stores.py): a YAML map of dialled numbers / header values
+    # to each store's hold audio, announcement and limits. Unset: one store,
+    # the settings here.
+    stores: Path | None = None
+    # Without a store map: an announcement over the music every N seconds.
+    announcement: Path | None = None
+    announcement_every_s: float = Field(30.0, ge=5.0, le=3600.0)
+    # How far the music is ducked under an announcement.
+    announcement_duck_db: float = Field(-14.0, ge=-40.0, le=0.0)
     caller_join_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     max_wait_s: float = Field(0.0, ge=0.0, le=86400.0)
     max_wait_action: Literal["hangup", "transfer"] = "hangup"

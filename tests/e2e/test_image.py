@@ -138,9 +138,7 @@ def image_worker(
     cfg = image["Config"]
     argv = in_image(image, rootfs, secrets, [*cfg["Entrypoint"], *cfg["Cmd"]])
     t0 = time.monotonic()
-    w = start_worker(
-        env, work, argv=argv, inherit_env=False, HOLD_HTTP_PORT=str(HEALTH_PORT)
-    )
+    w = start_worker(env, work, argv=argv, inherit_env=False, HOLD_HTTP_PORT=str(HEALTH_PORT))
     print(f"\nimage worker registered {time.monotonic() - t0:.1f} s after start")
     try:
         yield w

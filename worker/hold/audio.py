@@ -42,15 +42,18 @@ class HoldAudio:
         return float(self.samples.shape[0] / SAMPLE_RATE)
 
 
-_cache: dict[tuple[str, int, int, float, float], HoldAudio] = {}
+_cache: dict[tuple[str, int, int, float, float, bool], HoldAudio] = {}
 _cache_lock = threading.Lock()
 
 
-def load_hold_audio(path: str | Path, *, level_dbfs: float, max_seconds: float) -> HoldAudio:
+def load_hold_audio(
+    path: str | Path, *, level_dbfs: float, max_seconds: float, loop: bool = True
+) -> HoldAudio:
     """Decode (or return the cached decode of) a hold file.
 
-    Thread-safe: under the thread executor several calls may ask at once;
-    the lock makes the first decode and the rest wait for it.
+    `loop=False` (an announcement, played once per occurrence) skips the
+    loop-seam fold. Thread-safe: under the thread executor several calls may
+    ask at once; the lock makes the first decode and the rest wait for it.
     """
     p = Path(path)
     try:
@@ -59,16 +62,16 @@ def load_hold_audio(path: str | Path, *, level_dbfs: float, max_seconds: float) 
         raise HoldAudioError(f"hold audio file not found: {p}") from None
     except OSError as e:
         raise HoldAudioError(f"hold audio file unreadable: {p}: {e.strerror}") from None
-    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, level_dbfs, max_seconds)
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size, level_dbfs, max_seconds, loop)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is None:
-            hit = _decode(p, level_dbfs=level_dbfs, max_seconds=max_seconds)
+            hit = _decode(p, level_dbfs=level_dbfs, max_seconds=max_seconds, loop=loop)
             _cache[key] = hit
         return hit
 
 
-def _decode(p: Path, *, level_dbfs: float, max_seconds: float) -> HoldAudio:
+def _decode(p: Path, *, level_dbfs: float, max_seconds: float, loop: bool) -> HoldAudio:
     if not p.is_file():
         raise HoldAudioError(f"hold audio is not a file: {p}")
     try:
@@ -118,7 +121,9 @@ def _decode(p: Path, *, level_dbfs: float, max_seconds: float) -> HoldAudio:
         raise HoldAudioError(f"hold audio too short to loop (under 200 ms): {p}")
     if rms_dbfs(mono) <= -90.0:
         raise HoldAudioError(f"hold audio is silent: {p}")
-    looped = make_seamless_loop(normalise(mono, level_dbfs), int(SEAM_CROSSFADE_S * SAMPLE_RATE))
+    looped = normalise(mono, level_dbfs)
+    if loop:
+        looped = make_seamless_loop(looped, int(SEAM_CROSSFADE_S * SAMPLE_RATE))
     looped.setflags(write=False)
     return HoldAudio(
         path=str(p),

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from livekit import rtc
 
 from .audio import SAMPLE_RATE, HoldAudio
-from .dsp import GainRamp, LoopCursor, float_to_int16
+from .dsp import GainRamp, float_to_int16
+from .program import Announcement, HoldProgram
 
 TRACK_NAME = "hold-audio"
 
@@ -35,7 +37,9 @@ class HoldPlayer:
         # returns at once and never waits for space.
         self._source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=4 * chunk_ms)
         self.track = rtc.LocalAudioTrack.create_audio_track(TRACK_NAME, self._source)
-        self._cursor = LoopCursor(audio.samples)
+        # What the caller hears (music, store switch, announcements), rendered
+        # from one sample clock so a rewind re-renders exactly.
+        self._program = HoldProgram(audio.samples)
         self._gain = GainRamp(1.0)
         self._wake = asyncio.Event()
         self._silent = asyncio.Event()  # set while the gain has settled at 0
@@ -65,7 +69,7 @@ class HoldPlayer:
             await self._push_chunk()
 
     async def _push_chunk(self) -> None:
-        chunk = self._cursor.read(self._chunk)
+        chunk = self._program.read(self._chunk)
         self._gain.apply(chunk)
         frame = rtc.AudioFrame(float_to_int16(chunk).tobytes(), SAMPLE_RATE, 1, self._chunk)
         # capture_frame sends the frame to the native queue before its first
@@ -83,11 +87,35 @@ class HoldPlayer:
         the first chunk of the new gain curve at once."""
         queued = round(self._source.queued_duration * SAMPLE_RATE)
         self._source.clear_queue()
-        self._cursor.rewind(queued)
+        self._program.rewind(queued)
         self._gain.ramp_to(target_gain, SAMPLE_RATE * fade_ms // 1000)
         self._silent.clear()
         await self._push_chunk()
         self._wake.set()
+
+    async def _apply_now(self, change: Callable[[], None]) -> None:
+        """Make a program change audible from the sample being heard now: drop
+        what is queued, step the program back by as much, change, re-render."""
+        if self._task is None or not self._gain.settled or self._gain.target != 1.0:
+            change()  # not playing yet, or fading: it comes with the next chunk
+            return
+        queued = round(self._source.queued_duration * SAMPLE_RATE)
+        self._source.clear_queue()
+        self._program.rewind(queued)
+        change()
+        await self._push_chunk()
+        self._wake.set()
+
+    async def switch(self, audio: HoldAudio, crossfade_ms: int) -> None:
+        """Cross-fade (equal-power) from the current music to `audio`, from now."""
+        if audio.samples is self._program.music:
+            return
+        crossfade = SAMPLE_RATE * crossfade_ms // 1000
+        await self._apply_now(lambda: self._program.switch_music(audio.samples, crossfade))
+
+    async def set_announcement(self, ann: Announcement | None) -> None:
+        """Announcements from now on (the first after `ann.first` samples), or none."""
+        await self._apply_now(lambda: self._program.set_announcement(ann))
 
     async def fade_out(self, fade_ms: int) -> None:
         """Fade to silence from now; returns once the silence has been played out."""

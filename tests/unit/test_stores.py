@@ -1,0 +1,96 @@
+"""Store map: validation errors name the entry and field; resolution by header, number, default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.stores import StoreMapError, load_store_map
+
+GOOD = """
+header: X-Store-Id
+attribute: store.id
+default: main
+stores:
+  main:
+    name: Main Street
+    numbers: ["+15550201"]
+    hold_audio: main.flac
+  downtown:
+    name: Downtown
+    numbers: ["+15550202", "+15550203"]
+    header_values: ["0042"]
+    hold_audio: /ABS/downtown.flac
+    announcement: thanks.flac
+    announcement_every_s: 20
+    max_wait_s: 300
+    fallback: transfer
+    transfer_target: tel:+15550111
+"""
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    for f in ("main.flac", "downtown.flac", "thanks.flac"):
+        (tmp_path / f).write_bytes(b"x")
+    return tmp_path
+
+
+def write(d: Path, text: str) -> Path:
+    p = d / "stores.yaml"
+    p.write_text(text.replace("/ABS", str(d)))
+    return p
+
+
+def test_good_map_and_resolution(store_dir: Path) -> None:
+    m = load_store_map(write(store_dir, GOOD))
+    assert m.numbers == ["+15550201", "+15550202", "+15550203"]
+    assert m.headers_to_attributes() == {"X-Store-Id": "store.id"}
+    main = m.model.stores["main"]
+    assert main.hold_audio == store_dir / "main.flac"  # relative to the map
+    dt = m.model.stores["downtown"]
+    assert dt.announcement == store_dir / "thanks.flac" and dt.max_wait_s == 300
+    by_header = m.resolve({"store.id": "0042", "sip.trunkPhoneNumber": "+15550201"})
+    assert (by_header.key, by_header.matched_by) == ("downtown", "header")
+    by_number = m.resolve({"sip.trunkPhoneNumber": "+15550203"})
+    assert (by_number.key, by_number.matched_by) == ("downtown", "number")
+    # a store without header_values is matched by its key
+    assert m.resolve({"store.id": "main"}).key == "main"
+    unknown = m.resolve({"sip.trunkPhoneNumber": "+15559999", "store.id": "nope"})
+    assert (unknown.key, unknown.matched_by) == ("main", "default")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("default: main", "default: nowhere"), "default: 'nowhere' is not one of the stores"),
+        (('["+15550201"]', '["555-0201"]'), "stores.main.numbers: '555-0201' is not an E.164"),
+        (('["+15550201"]', '["+15550202"]'), "stores.downtown.numbers: +15550202 is also"),
+        (("hold_audio: main.flac", "hold_audio: gone.flac"), "stores.main.hold_audio: file not"),
+        (("fallback: transfer", "fallback: later"), "stores.downtown.fallback: Input should be"),
+        (("tel:+15550111", "''"), "stores.downtown: fallback: transfer needs"),
+        (("announcement_every_s: 20", "announcement_every_s: 1"), "announcement_every_s: Input"),
+        (("    name: Downtown\n", ""), "stores.downtown.name: Field required"),
+        (("    name: Downtown\n", "    name: Downtown\n    colour: red\n"), "downtown.colour"),
+        (("X-Store-Id", "X Store"), "header: 'X Store' is not a SIP header"),
+        (("attribute: store.id", "attribute: sip.store"), "attribute: 'sip.store': use"),
+    ],
+)
+def test_errors_name_entry_and_field(store_dir: Path, edit: tuple[str, str], expected: str) -> None:
+    text = GOOD.replace(*edit)
+    assert text != GOOD
+    with pytest.raises(StoreMapError) as e:
+        load_store_map(write(store_dir, text))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(store_dir / "stores.yaml"))
+    assert expected in msg, msg
+
+
+def test_broken_yaml_and_missing_file(store_dir: Path) -> None:
+    with pytest.raises(StoreMapError, match=r"line \d+"):
+        load_store_map(write(store_dir, "stores: [unclosed\n"))
+    with pytest.raises(StoreMapError, match="file not found"):
+        load_store_map(store_dir / "nope.yaml")
+    with pytest.raises(StoreMapError, match="expected a mapping"):
+        load_store_map(write(store_dir, "- a\n- b\n"))

@@ -1,0 +1,231 @@
+"""Stores: which store a call is for, and that store's hold audio and limits.
+
+A store map (YAML, `HOLD_STORES`) is validated by pydantic when the worker
+starts; an error names the entry and the field
+(`stores.downtown.hold_audio: file not found: ...`). The same file drives
+`python -m worker provision`, which puts the stores' numbers on the inbound
+trunk and maps the routing header to a participant attribute, so a new store
+is one edit here plus a re-run of provision.
+
+    header: X-Store-Id          # SIP header the carrier may add (optional)
+    attribute: store.id         # ... mapped by the trunk to this attribute
+    default: main               # the store when nothing matches (warned in the log)
+    stores:
+      main:
+        name: Main Street
+        numbers: ["+15550100"]  # dialled numbers (sip.trunkPhoneNumber)
+        header_values: ["0001"] # values of the header (default: the store's key)
+        hold_audio: main.flac   # relative to this file
+        announcement: thanks.flac
+        announcement_every_s: 30
+        max_wait_s: 600
+        fallback: transfer      # or hangup
+        transfer_target: tel:+15550111
+
+Resolution order: the header attribute, then the dialled number, then the
+default. Pure: no livekit import; file checks only (decoding is the worker's).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+STORE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+class StoreMapError(Exception):
+    """One line for the operator, naming the file, entry and field."""
+
+
+class Store(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    numbers: tuple[str, ...] = ()
+    header_values: tuple[str, ...] | None = None
+    hold_audio: Path | None = None  # None: HOLD_AUDIO
+    announcement: Path | None = None
+    announcement_every_s: float = Field(30.0, ge=5.0, le=3600.0)
+    announcement_first_s: float | None = Field(None, ge=0.0, le=3600.0)  # default: every_s
+    max_wait_s: float | None = Field(None, ge=0.0, le=86400.0)  # None: HOLD_MAX_WAIT_S
+    fallback: Literal["hangup", "transfer"] | None = None  # None: HOLD_MAX_WAIT_ACTION
+    transfer_target: str = ""
+
+    @field_validator("numbers")
+    @classmethod
+    def _e164(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for n in v:
+            if not E164.match(n):
+                raise ValueError(f"{n!r} is not an E.164 number such as +15550100")
+        return v
+
+    @field_validator("transfer_target")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        v = v.strip()
+        if (v and not v.startswith(("tel:", "sip:"))) or v in ("tel:", "sip:"):
+            raise ValueError("must be a tel: or sip: URI, e.g. tel:+15550100")
+        return v
+
+    @model_validator(mode="after")
+    def _transfer_needs_target(self) -> Store:
+        if self.fallback == "transfer" and not self.transfer_target:
+            raise ValueError("fallback: transfer needs transfer_target (a tel: or sip: URI)")
+        return self
+
+
+class StoreMapModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    header: str | None = None
+    attribute: str = "store.id"
+    default: str
+    stores: dict[str, Store] = Field(min_length=1)
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not HEADER_NAME.match(v):
+            raise ValueError(f"{v!r} is not a SIP header name such as X-Store-Id")
+        return v
+
+    @field_validator("attribute")
+    @classmethod
+    def _attribute(cls, v: str) -> str:
+        if not ATTRIBUTE_NAME.match(v) or v.startswith(("sip.", "lk.", "hold.")):
+            raise ValueError(
+                f"{v!r}: use a lower-case name outside sip.*, lk.* and hold.*, e.g. store.id"
+            )
+        return v
+
+    @field_validator("stores")
+    @classmethod
+    def _keys(cls, v: dict[str, Store]) -> dict[str, Store]:
+        for key in v:
+            if not STORE_KEY.match(str(key)):
+                raise ValueError(f"store key {key!r}: letters, digits, '_', '.', '-' only")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StoreMapModel:
+        if self.default not in self.stores:
+            raise ValueError(f"default: {self.default!r} is not one of the stores")
+        seen: dict[str, str] = {}
+        for key, store in self.stores.items():
+            for n in store.numbers:
+                if n in seen:
+                    raise ValueError(f"stores.{key}.numbers: {n} is also store {seen[n]!r}'s")
+                seen[n] = key
+        seen_h: dict[str, str] = {}
+        for key, store in self.stores.items():
+            for h in store.header_values or (key,):
+                if h in seen_h:
+                    raise ValueError(
+                        f"stores.{key}.header_values: {h!r} is also store {seen_h[h]!r}'s"
+                    )
+                seen_h[h] = key
+        return self
+
+
+@dataclass(frozen=True)
+class Resolved:
+    key: str
+    store: Store
+    matched_by: Literal["header", "number", "default"]
+
+
+@dataclass(frozen=True)
+class StoreMap:
+    path: Path
+    model: StoreMapModel
+
+    @property
+    def default(self) -> tuple[str, Store]:
+        return self.model.default, self.model.stores[self.model.default]
+
+    @property
+    def numbers(self) -> list[str]:
+        return [n for s in self.model.stores.values() for n in s.numbers]
+
+    def headers_to_attributes(self) -> dict[str, str]:
+        return {self.model.header: self.model.attribute} if self.model.header else {}
+
+    def resolve(self, attributes: Mapping[str, str]) -> Resolved:
+        """The store for a SIP participant's attributes (header, then number, then default)."""
+        value = attributes.get(self.model.attribute, "").strip()
+        if value:
+            for key, store in self.model.stores.items():
+                if value in (store.header_values or (key,)):
+                    return Resolved(key, store, "header")
+        dialled = attributes.get("sip.trunkPhoneNumber", "").strip()
+        if dialled:
+            for key, store in self.model.stores.items():
+                if dialled in store.numbers:
+                    return Resolved(key, store, "number")
+        key, store = self.default
+        return Resolved(key, store, "default")
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(x) for x in loc) or "(top level)"
+
+
+DEFAULT_KEYWORD = "default"  # `announcement: default` = the project's own announcement
+
+
+def load_store_map(path: str | Path, *, default_announcement: Path | None = None) -> StoreMap:
+    """Read and validate a store map; audio paths become absolute and must exist.
+
+    `announcement: default` names `default_announcement` (the project's).
+    """
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise StoreMapError(f"{p}: file not found") from None
+    except OSError as e:
+        raise StoreMapError(f"{p}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise StoreMapError(f"{p}: {problem}{at}") from None
+    if not isinstance(raw, dict):
+        raise StoreMapError(f"{p}: expected a mapping with 'default' and 'stores'")
+    try:
+        model = StoreMapModel.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = tuple(err.get("loc", ()))
+        if not loc or msg.startswith(("stores.", "default:")):
+            raise StoreMapError(f"{p}: {msg}") from None
+        raise StoreMapError(f"{p}: {_where(loc)}: {msg}") from None
+    base = p.resolve().parent
+    stores = {}
+    for key, store in model.stores.items():
+        fixed = {}
+        for field in ("hold_audio", "announcement"):
+            f = getattr(store, field)
+            if f is None:
+                continue
+            if field == "announcement" and str(f) == DEFAULT_KEYWORD:
+                if default_announcement is None:
+                    raise StoreMapError(f"{p}: stores.{key}.announcement: no default here")
+                f = default_announcement
+            full = f if f.is_absolute() else base / f
+            if not full.is_file():
+                raise StoreMapError(f"{p}: stores.{key}.{field}: file not found: {full}")
+            fixed[field] = full
+        stores[key] = store.model_copy(update=fixed)
+    return StoreMap(p, model.model_copy(update={"stores": stores}))
