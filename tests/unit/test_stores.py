@@ -94,3 +94,14 @@ def test_broken_yaml_and_missing_file(store_dir: Path) -> None:
         load_store_map(store_dir / "nope.yaml")
     with pytest.raises(StoreMapError, match="expected a mapping"):
         load_store_map(write(store_dir, "- a\n- b\n"))
+
+
+def test_example_map_in_deploy_is_valid() -> None:
+    from worker.settings import DEFAULT_ANNOUNCEMENT
+
+    repo = Path(__file__).resolve().parents[2]
+    m = load_store_map(
+        repo / "deploy" / "stores.example.yaml", default_announcement=DEFAULT_ANNOUNCEMENT
+    )
+    assert m.model.stores["main"].announcement == DEFAULT_ANNOUNCEMENT
+    assert m.resolve({"store.id": "0042"}).key == "downtown"
