@@ -57,7 +57,7 @@ def test_announcement_without_a_store_map(d: Path) -> None:
     plan = c.plan_for({})
     assert plan.matched_by == "none" and plan.announcement is not None
     assert plan.announcement.every == 10 * 48_000
-    with pytest.raises(CatalogError, match="^HOLD_ANNOUNCEMENT: "):
+    with pytest.raises(CatalogError, match=r"^HOLD_ANNOUNCEMENT: "):
         StoreCatalog(load_settings(announcement=d / "missing.wav")).load()
 
 
