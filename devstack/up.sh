@@ -254,10 +254,12 @@ CLEAN_ENV=(env -u LIVEKIT_CONFIG -u LIVEKIT_KEYS -u NODE_IP -u UDP_PORT -u REDIS
            -u SIP_CONFIG_FILE -u SIP_CONFIG_BODY -u LIVEKIT_API_KEY -u LIVEKIT_API_SECRET
            -u LIVEKIT_WS_URL)
 
-# redis: loopback only, no persistence (no RDB, no AOF), in the foreground.
+# redis: loopback only, in the foreground, with an append-only file: LiveKit keeps
+# SIP trunks and dispatch rules in Redis, and a Redis restart without persistence
+# loses them (every call refused afterwards; tests/e2e/test_reliability_stack.py).
 ensure redis-server check_redis tcp "$REDIS_PORT" \
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
-    --save '' --appendonly no --dir "$RUN_DIR" --daemonize no --logfile ''
+    --save '' --appendonly yes --appendfsync everysec --dir "$RUN_DIR" --daemonize no --logfile ''
 
 ensure livekit-server check_livekit_server tcp "$LIVEKIT_PORT" \
     "${CLEAN_ENV[@]}" "$BIN_DIR/livekit-server" --config "$LK_CONF"
