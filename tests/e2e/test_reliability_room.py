@@ -1,0 +1,236 @@
+"""Fault matrix, part 3: people in the room doing unexpected things, and bad input.
+
+- a human agent who joins, speaks and drops within a second: the caller gets
+  hold audio back, and the next agent takes the call;
+- two agents racing to take the same call: one handoff, the caller hears an
+  agent, the worker leaves once;
+- a SIP participant carrying the agent role attribute (a carrier header
+  mapped to `role`): still the caller; no handoff;
+- a visitor with an enormous metadata and attributes and a unicode
+  identity, junk data messages on the worker's topic, and an agent with a
+  long unicode identity: the worker ignores the visitor, survives the junk
+  and hands over to that agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from livekit import api, rtc
+
+from tests.e2e.support.faultkit import CallerAudio
+from tests.e2e.support.human_agent import HumanAgent
+from tests.e2e.support.scenario import agent_kinds_in_room, find_call_room, start_caller
+from tests.e2e.support.signals import write_tone_wav
+from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+HOLD_HZ = 500.0
+ROLE_TRUNK, ROLE_RULE, ROLE_NUMBER = "hold-e2e-roles", "hold-e2e-roles-calls", "+15550219"
+
+
+@pytest.fixture(scope="module")
+def tone_worker(lk_env, tmp_path_factory) -> Iterator[WorkerProcess]:
+    d = tmp_path_factory.mktemp("room")
+    hold = write_tone_wav(str(d / "hold.wav"), HOLD_HZ, seconds=2.0, rate=16000)
+    w = start_worker(lk_env, d, HOLD_AUDIO=hold)
+    yield w
+    stop_worker(w)
+
+
+def new_agent(lk_env, room: str, identity: str, hz: float) -> HumanAgent:
+    return HumanAgent(
+        lk_env["LIVEKIT_URL"],
+        lk_env["LIVEKIT_API_KEY"],
+        lk_env["LIVEKIT_API_SECRET"],
+        room,
+        identity,
+        hz,
+    )
+
+
+async def held(lk_env, lk, work, number: str, seconds: float, **kw) -> tuple:
+    proc, _rec, res = await start_caller(
+        lk_env, work, number, [697.0], duration=seconds, tag=f"room-{number[-4:]}", **kw
+    )
+    room = await find_call_room(lk, number)
+    for _ in range(100):
+        if await agent_kinds_in_room(lk, room):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)
+    return proc, res, room
+
+
+async def test_agent_drops_within_a_second_then_another_takes_over(
+    tone_worker, lk_env, lkapi, work_dir
+):
+    proc, res, room = await held(lk_env, lkapi, work_dir, "+15551253001", 14.0)
+    flaky = new_agent(lk_env, room, "agent-flaky", 1700.0)
+    await flaky.join()
+    await flaky.speak()
+    spoke = time.time()
+    await asyncio.sleep(0.6)
+    await flaky.leave()
+    left = time.time()
+    await asyncio.sleep(4.0)
+    steady = new_agent(lk_env, room, "agent-steady", 1900.0)
+    await steady.join()
+    await steady.speak()
+    took = time.time()
+    await asyncio.wait_for(proc.wait(), 30)
+    await steady.leave()
+    a = CallerAudio.load(res)
+    back = a.first_heard(HOLD_HZ, left + 0.2)
+    hold_between = a.heard(HOLD_HZ, left + 1.5, took - 0.2)
+    steady_heard = a.first_heard(1900.0, took)
+    print(
+        f"\nagent dropped {left - spoke:.1f} s after speaking: hold back "
+        f"{(back or 0) - left:.1f} s after they left, hold in {hold_between:.0%} until the "
+        f"next agent; next agent heard {(steady_heard or 0) - took:.1f} s after speaking"
+    )
+    assert back is not None and back - left < 2.0
+    assert hold_between > 0.9
+    assert steady_heard is not None and a.heard(HOLD_HZ, steady_heard + 1.0, a.ended_at) < 0.1
+
+
+async def test_two_agents_race_for_one_call(tone_worker, lk_env, lkapi, work_dir):
+    proc, res, room = await held(lk_env, lkapi, work_dir, "+15551253002", 10.0)
+    a1 = new_agent(lk_env, room, "agent-one", 1700.0)
+    a2 = new_agent(lk_env, room, "agent-two", 1900.0)
+    await asyncio.gather(a1.join(), a2.join())
+    await asyncio.gather(a1.speak(), a2.speak())
+    spoke = time.time()
+    await asyncio.wait_for(proc.wait(), 30)
+    await asyncio.gather(a1.leave(), a2.leave())
+    a = CallerAudio.load(res)
+    suffix = room.rsplit("_", 1)[-1]
+    handovers = [
+        r
+        for r in tone_worker.log_lines()
+        if str(r.get("room", "")).endswith(suffix) and r.get("message") == "handed over"
+    ]
+    ended = [
+        r
+        for r in tone_worker.log_lines()
+        if str(r.get("room", "")).endswith(suffix)
+        and str(r.get("message", "")).startswith("call ended")
+    ]
+    heard = {hz: a.first_heard(hz, spoke) for hz in (1700.0, 1900.0)}
+    print(
+        f"\ntwo agents at once: handovers {[h.get('agent') for h in handovers]}, "
+        f"call ended lines {len(ended)}, caller hears agent tones {heard}, hold after "
+        f"{a.heard(HOLD_HZ, spoke + 1.5, a.ended_at):.0%}"
+    )
+    assert len(handovers) == 1 and len(ended) == 1
+    assert any(v is not None for v in heard.values())
+    assert a.heard(HOLD_HZ, spoke + 1.5, a.ended_at) < 0.1
+
+
+async def test_sip_participant_with_agent_role_is_still_the_caller(
+    tone_worker, lk_env, lkapi, work_dir
+):
+    prov = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "provision",
+            "--trunk-name",
+            ROLE_TRUNK,
+            "--rule-name",
+            ROLE_RULE,
+            "--agent-name",
+            lk_env["HOLD_AGENT_NAME"],
+            "--number",
+            ROLE_NUMBER,
+            "--allowed-address",
+            "127.0.0.1/32",
+            "--header",
+            "X-Role=role",
+        ],
+        cwd=REPO,
+        env={**os.environ, **lk_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert prov.returncode == 0, prov.stderr
+    target = lk_env["DEV_SIP_TARGET"].replace(lk_env["DEV_TRUNK_NUMBER"], ROLE_NUMBER)
+    proc, res, room = await held(
+        lk_env,
+        lkapi,
+        work_dir,
+        "+15551253003",
+        6.0,
+        target=target,
+        extra=("--header", "X-Role:agent"),
+    )
+    parts = (
+        await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+    ).participants
+    sip = next(p for p in parts if p.kind == api.ParticipantInfo.Kind.SIP)
+    await asyncio.wait_for(proc.wait(), 30)
+    a = CallerAudio.load(res)
+    share = a.heard(HOLD_HZ, a.t0 + 1.0, a.ended_at)
+    print(f"\nSIP participant attributes role={sip.attributes.get('role')!r}: hold {share:.0%}")
+    assert sip.attributes.get("role") == "agent"  # the header did arrive as the role
+    assert share > 0.9  # ... and the caller was held all along, never "handed over"
+
+
+def visitor_token(lk_env, room: str, identity: str, metadata: str, attrs: dict) -> str:
+    return (
+        api.AccessToken(lk_env["LIVEKIT_API_KEY"], lk_env["LIVEKIT_API_SECRET"])
+        .with_identity(identity)
+        .with_ttl(timedelta(minutes=2))
+        .with_metadata(metadata)
+        .with_attributes(attrs)
+        .with_grants(api.VideoGrants(room_join=True, room=room, can_publish_data=True))
+        .to_jwt()
+    )
+
+
+async def test_bad_input_in_the_room_loses_nothing(tone_worker, lk_env, lkapi, work_dir):
+    proc, res, room = await held(lk_env, lkapi, work_dir, "+15551253004", 12.0)
+    visitor = rtc.Room()
+    meta = "{not json" + "x" * 60_000
+    attrs = {f"k{i}-ü": "v" * 500 for i in range(40)} | {"role": "agentish"}
+    ident = "visitor-" + "店員ü" * 20
+    await visitor.connect(lk_env["LIVEKIT_URL"], visitor_token(lk_env, room, ident, meta, attrs))
+    lp = visitor.local_participant
+    for payload in (b"\xff\xfe\x00junk", b"{}", b"x" * 14_000, b'{"type":"media"}'):
+        await lp.publish_data(payload, reliable=True, topic="hold.media")
+        await lp.publish_data(payload, reliable=False, topic="")
+    await asyncio.sleep(1.0)
+    long_agent = "agent-Zoë-店員-" + "x" * 100
+    ag = new_agent(lk_env, room, long_agent, 1700.0)
+    await ag.join()
+    await ag.speak()
+    spoke = time.time()
+    await asyncio.wait_for(proc.wait(), 30)
+    await ag.leave()
+    await visitor.disconnect()
+    a = CallerAudio.load(res)
+    heard = a.first_heard(1700.0, spoke)
+    text = tone_worker.text()
+    print(
+        f"\nvisitor (60 kB metadata, 40 attributes, unicode identity) and junk data: "
+        f"caller heard the agent {(heard or 0) - spoke:.1f} s after they spoke; worker alive "
+        f"{tone_worker.proc.poll() is None}; tracebacks in the worker log: "
+        f"{text.count('Traceback')}"
+    )
+    assert heard is not None and heard - spoke < 2.0
+    assert a.heard(HOLD_HZ, spoke - 2.5, spoke - 0.2) > 0.9  # the visitor took no hold away
+    assert tone_worker.proc.poll() is None and "Traceback" not in text
+    assert "participant joined, not a caller or agent: ignored" in tone_worker.messages()
