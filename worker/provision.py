@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from livekit import api
 
 from .settings import DEFAULT_ANNOUNCEMENT
@@ -49,6 +50,7 @@ class Plan:
     rule_name: str
     room_prefix: str
     agent_name: str
+    ringing_timeout_s: int = 20
 
 
 def _env_list(name: str) -> list[str]:
@@ -87,6 +89,13 @@ def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
         "--allow-open",
         action="store_true",
         help="allow a trunk with neither an address allowlist nor auth (anyone may call in)",
+    )
+    p.add_argument(
+        "--ringing-timeout",
+        type=int,
+        default=int(os.environ.get("HOLD_TRUNK_RINGING_TIMEOUT_S", "20")),
+        help="seconds livekit-sip lets a call ring while no hold worker is free before it "
+        "refuses it with a SIP error (default 20; LiveKit's own default is 180)",
     )
     p.add_argument(
         "--stores",
@@ -142,6 +151,8 @@ def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
             "refusing an open trunk: give the carrier's addresses (--allowed-address) or "
             "auth (--auth-username + HOLD_TRUNK_AUTH_PASSWORD), or pass --allow-open"
         )
+    if not 1 <= a.ringing_timeout <= 180:
+        raise ProvisionError("--ringing-timeout: 1 to 180 seconds")
     if not a.room_prefix:
         raise ProvisionError("--room-prefix must not be empty")
     for name, value in (("LIVEKIT_URL", a.url), ("LIVEKIT_API_KEY", a.api_key)):
@@ -159,6 +170,7 @@ def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
         rule_name=a.rule_name,
         room_prefix=a.room_prefix,
         agent_name=a.agent_name,
+        ringing_timeout_s=a.ringing_timeout,
     )
     return plan, a
 
@@ -171,6 +183,10 @@ def trunk_info(plan: Plan) -> api.SIPInboundTrunkInfo:
         auth_username=plan.auth_username,
         auth_password=plan.auth_password,
         headers_to_attributes=plan.headers_to_attributes,
+        # A call rings (180) until the hold worker has joined; with every
+        # replica full it would ring for LiveKit's default 3 minutes. Refuse
+        # it sooner so the carrier can fail over (tests/e2e/test_reliability_burst.py).
+        ringing_timeout=Duration(seconds=plan.ringing_timeout_s),
     )
 
 
@@ -194,6 +210,7 @@ def _same_trunk(have: api.SIPInboundTrunkInfo, want: api.SIPInboundTrunkInfo) ->
         and list(have.allowed_addresses) == list(want.allowed_addresses)
         and have.auth_username == want.auth_username
         and dict(have.headers_to_attributes) == dict(want.headers_to_attributes)
+        and have.ringing_timeout.seconds == want.ringing_timeout.seconds
         and not want.auth_password
     )
 

@@ -1,0 +1,87 @@
+"""Fault matrix, part 4: a burst of INVITEs larger than the worker's capacity.
+
+Ten INVITEs within one second against one worker that reports itself full
+at five calls (HOLD_MAX_CALLS=5). Every call must end up either answered
+with hold audio, or refused with a SIP error; none may be answered and left
+in silence. The 50-in-a-second run is the benchmark's:
+`make bench BENCH_SIZES=50` (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from tests.e2e.support.faultkit import CallerAudio
+from tests.e2e.support.scenario import start_caller
+from tests.e2e.support.signals import write_tone_wav
+from tests.e2e.support.workerproc import start_worker, stop_worker
+
+pytestmark = pytest.mark.e2e
+
+HOLD_HZ = 500.0
+N, CAPACITY = 10, 5
+
+
+async def test_burst_beyond_capacity_is_held_or_refused_never_stuck(lk_env, work_dir):
+    hold = write_tone_wav(str(work_dir / "hold.wav"), HOLD_HZ, seconds=2.0, rate=16000)
+    w = start_worker(lk_env, work_dir, HOLD_AUDIO=hold, HOLD_MAX_CALLS=str(CAPACITY))
+    try:
+        t0 = time.time()
+        calls = []
+        for i in range(N):
+            calls.append(
+                await start_caller(
+                    lk_env,
+                    work_dir,
+                    f"+155512540{i:02d}",
+                    [697.0],
+                    duration=8.0,
+                    tag=f"burst{i}",
+                    answer_timeout=40.0,
+                )
+            )
+            await asyncio.sleep(1.0 / N)
+        sent_in = time.time() - t0
+        await asyncio.gather(*(asyncio.wait_for(p.wait(), 60) for p, _r, _s in calls))
+        outcomes = []
+        rang: list[dict] = []
+        for _p, _rec, res in calls:
+            a = CallerAudio.load(res)
+            r = a.result
+            if r.get("answered"):
+                held = a.heard(HOLD_HZ, a.t0 + 1.0, a.ended_at)
+                answered_after = (
+                    r["events"]["answered"]["wall"] - r["events"]["invite_sent"]["wall"]
+                )
+                outcomes.append(("held" if held > 0.8 else "silent", round(answered_after, 1)))
+            else:
+                rang.append(
+                    {
+                        "refused": True,
+                        "rang_s": round(
+                            a.result["events"]
+                            .get("disconnected", a.result["events"].get("invite_returned", {}))
+                            .get("wall", 0)
+                            - r["events"]["invite_sent"]["wall"],
+                            1,
+                        ),
+                    }
+                )
+                outcomes.append(
+                    (f"refused {r.get('status_code', r.get('code'))} {r.get('reason')}", None)
+                )
+        print(f"\n{N} INVITEs in {sent_in:.2f} s, capacity {CAPACITY}: {outcomes}; {rang}")
+        print(json.dumps({k: sum(o[0] == k for o in outcomes) for k in {o[0] for o in outcomes}}))
+        assert not [o for o in outcomes if o[0] == "silent"], "a call answered into silence"
+        assert sum(o[0] == "held" for o in outcomes) >= CAPACITY
+        # the rest are refused by livekit-sip at the trunk's ringing timeout
+        # (provision --ringing-timeout, 20 s), not left to our 40 s CANCEL
+        refused = [o for o in outcomes if o[0].startswith("refused")]
+        assert all("487" not in o[0] for o in refused), refused
+        assert all(r["rang_s"] < 30 for r in rang if r["refused"]), rang
+    finally:
+        stop_worker(w)
