@@ -78,6 +78,7 @@ def start_worker(
         preexec_fn=_die_with_parent,
     )
     w = WorkerProcess(proc, log_path)
+    STARTED.append(w)
     deadline = time.time() + register_timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -91,6 +92,21 @@ def start_worker(
     )
 
 
+# Every worker log of this test run, kept after its temporary directory is
+# gone, for tests/e2e/test_zz_log_scan.py (secrets, unmasked numbers).
+STARTED: list[WorkerProcess] = []
+ARCHIVE: list[tuple[str, str]] = []  # (log path, text)
+
+
+def archive(w: WorkerProcess) -> None:
+    if any(path == str(w.log_path) for path, _ in ARCHIVE):
+        return
+    try:
+        ARCHIVE.append((str(w.log_path), w.text()))
+    except OSError:
+        pass
+
+
 def stop_worker(w: WorkerProcess, timeout: float = 30.0) -> int:
     if w.proc.poll() is None:
         w.proc.send_signal(signal.SIGTERM)
@@ -99,4 +115,5 @@ def stop_worker(w: WorkerProcess, timeout: float = 30.0) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(w.proc.pid, signal.SIGKILL)
             w.proc.wait(5)
+    archive(w)
     return w.proc.returncode
