@@ -1,5 +1,6 @@
 """python -m worker dev | start | connect   (livekit-agents' CLI)
 python -m worker provision                (inbound trunk + dispatch rule)
+python -m worker guardian                 (webhooks: re-dispatch a call whose worker died)
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def main(argv: list[str]) -> None:
     # every worker; a hold worker uses none. Measured: 392 MB idle RSS with
     # them, 145 MB without (BENCHMARKS.md).
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    if cmd == "guardian":
+        from .guardian import main as guardian_main
+
+        raise SystemExit(guardian_main(argv[2:]))
     if cmd == "provision":
         from .provision import main as provision_main
 

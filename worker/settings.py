@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .media.detector import Thresholds
 from .roles import AgentRule
+from .stores import transfer_uri
 
 ENV_PREFIX = "HOLD_"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -75,6 +76,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8081, ge=0, le=65535)
     metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus; 0 = off
+    # `python -m worker guardian` (worker/guardian.py): LiveKit's webhooks in,
+    # re-dispatch of a call whose hold worker died.
+    guardian_host: str = "127.0.0.1"
+    guardian_port: int = Field(8090, ge=1, le=65535)
     # SIGTERM drains: the worker takes no new calls and waits up to this long
     # for the calls it holds to be handed over or to end, then exits. A
     # container's grace period (Kubernetes terminationGracePeriodSeconds) must
@@ -111,10 +116,7 @@ class Settings(BaseSettings):
     @field_validator("transfer_target")
     @classmethod
     def _transfer_uri(cls, v: str) -> str:
-        v = v.strip()
-        if (v and not v.startswith(("tel:", "sip:"))) or v in ("tel:", "sip:"):
-            raise ValueError("must be a tel: or sip: URI, e.g. tel:+15550100 or sip:desk@pbx")
-        return v
+        return transfer_uri(v)
 
     @field_validator("agent_role_attribute")
     @classmethod

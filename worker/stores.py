@@ -43,6 +43,14 @@ HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
+def transfer_uri(v: str) -> str:
+    """A SIP REFER target: empty, or a tel: / sip: URI (shared with settings.py)."""
+    v = v.strip()
+    if (v and not v.startswith(("tel:", "sip:"))) or v in ("tel:", "sip:"):
+        raise ValueError("must be a tel: or sip: URI, e.g. tel:+15550100 or sip:desk@pbx")
+    return v
+
+
 class StoreMapError(Exception):
     """One line for the operator, naming the file, entry and field."""
 
@@ -72,10 +80,7 @@ class Store(BaseModel):
     @field_validator("transfer_target")
     @classmethod
     def _uri(cls, v: str) -> str:
-        v = v.strip()
-        if (v and not v.startswith(("tel:", "sip:"))) or v in ("tel:", "sip:"):
-            raise ValueError("must be a tel: or sip: URI, e.g. tel:+15550100")
-        return v
+        return transfer_uri(v)
 
     @model_validator(mode="after")
     def _transfer_needs_target(self) -> Store:

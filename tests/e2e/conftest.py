@@ -19,6 +19,7 @@ import pytest_asyncio
 from livekit import api
 
 from tests.e2e.support import stack as stackmod
+from tests.e2e.support.faultkit import TONE_HOLD_HZ
 from tests.e2e.support.signals import write_tone_wav
 from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
 
@@ -36,6 +37,18 @@ def worker(
     lk_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     w = start_worker(lk_env, tmp_path_factory.mktemp("worker"))
+    yield w
+    stop_worker(w)
+
+
+@pytest.fixture(scope="module")
+def tone_worker(
+    lk_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """A worker whose hold audio is one tone (faultkit.TONE_HOLD_HZ)."""
+    d = tmp_path_factory.mktemp("tone-worker")
+    hold = write_tone_wav(str(d / "hold.wav"), TONE_HOLD_HZ, seconds=2.0, rate=16000)
+    w = start_worker(lk_env, d, HOLD_AUDIO=hold)
     yield w
     stop_worker(w)
 

@@ -15,37 +15,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from livekit import api, rtc
 
-from tests.e2e.support.faultkit import CallerAudio
+from tests.e2e.support import stack as stackmod
+from tests.e2e.support.faultkit import TONE_HOLD_HZ, CallerAudio
 from tests.e2e.support.human_agent import HumanAgent
-from tests.e2e.support.scenario import agent_kinds_in_room, find_call_room, start_caller
-from tests.e2e.support.signals import write_tone_wav
-from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
+from tests.e2e.support.scenario import held_by_worker, start_caller
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-HOLD_HZ = 500.0
+HOLD_HZ = TONE_HOLD_HZ
 ROLE_TRUNK, ROLE_RULE, ROLE_NUMBER = "hold-e2e-roles", "hold-e2e-roles-calls", "+15550219"
-
-
-@pytest.fixture(scope="module")
-def tone_worker(lk_env, tmp_path_factory) -> Iterator[WorkerProcess]:
-    d = tmp_path_factory.mktemp("room")
-    hold = write_tone_wav(str(d / "hold.wav"), HOLD_HZ, seconds=2.0, rate=16000)
-    w = start_worker(lk_env, d, HOLD_AUDIO=hold)
-    yield w
-    stop_worker(w)
 
 
 def new_agent(lk_env, room: str, identity: str, hz: float) -> HumanAgent:
@@ -63,11 +49,7 @@ async def held(lk_env, lk, work, number: str, seconds: float, **kw) -> tuple:
     proc, _rec, res = await start_caller(
         lk_env, work, number, [697.0], duration=seconds, tag=f"room-{number[-4:]}", **kw
     )
-    room = await find_call_room(lk, number)
-    for _ in range(100):
-        if await agent_kinds_in_room(lk, room):
-            break
-        await asyncio.sleep(0.05)
+    room = await held_by_worker(lk, number)
     await asyncio.sleep(1.5)
     return proc, res, room
 
@@ -141,30 +123,14 @@ async def test_sip_participant_with_agent_role_is_still_the_caller(
     tone_worker, lk_env, lkapi, work_dir
 ):
     prov = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "provision",
-            "--trunk-name",
-            ROLE_TRUNK,
-            "--rule-name",
-            ROLE_RULE,
-            "--agent-name",
-            lk_env["HOLD_AGENT_NAME"],
-            "--number",
-            ROLE_NUMBER,
-            "--allowed-address",
-            "127.0.0.1/32",
-            "--header",
-            "X-Role=role",
-        ],
-        cwd=REPO,
-        env={**os.environ, **lk_env},
-        capture_output=True,
-        text=True,
-        timeout=60,
+        stackmod.provision,
+        lk_env,
+        ROLE_TRUNK,
+        ROLE_RULE,
+        "--number",
+        ROLE_NUMBER,
+        "--header",
+        "X-Role=role",
     )
     assert prov.returncode == 0, prov.stderr
     target = lk_env["DEV_SIP_TARGET"].replace(lk_env["DEV_TRUNK_NUMBER"], ROLE_NUMBER)

@@ -12,27 +12,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.support.faultkit import CallerAudio, restart_service
-from tests.e2e.support.scenario import agent_kinds_in_room, find_call_room, start_caller
-from tests.e2e.support.signals import write_tone_wav
-from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
+from tests.e2e.support.faultkit import TONE_HOLD_HZ, CallerAudio, restart_service
+from tests.e2e.support.scenario import held_by_worker, start_caller
 
 pytestmark = pytest.mark.e2e
 
-HOLD_HZ = 500.0  # the hold audio is one tone, so "hearing hold" is a tone share
-
-
-@pytest.fixture(scope="module")
-def tone_worker(lk_env, tmp_path_factory) -> Iterator[WorkerProcess]:
-    d = tmp_path_factory.mktemp("faults")
-    hold = write_tone_wav(str(d / "hold.wav"), HOLD_HZ, seconds=2.0, rate=16000)
-    w = start_worker(lk_env, d, HOLD_AUDIO=hold)
-    yield w
-    stop_worker(w)
+HOLD_HZ = TONE_HOLD_HZ  # the hold audio is one tone, so "hearing hold" is a tone share
 
 
 async def new_call_recovers(lk_env, work_dir, after: float, tag: str) -> tuple[float, int]:
@@ -75,11 +63,7 @@ async def test_server_restart_while_a_call_is_on_hold(
     proc, _rec, res = await start_caller(
         lk_env, work_dir, number, [697.0, 1209.0], duration=40.0, tag=f"held-{service}"
     )
-    room = await find_call_room(lkapi, number)
-    for _ in range(100):
-        if await agent_kinds_in_room(lkapi, room):
-            break
-        await asyncio.sleep(0.05)
+    room = await held_by_worker(lkapi, number)
     await asyncio.sleep(3.0)  # on hold for a while
     fault_at = time.time()
     r = await asyncio.to_thread(restart_service, service, sig)

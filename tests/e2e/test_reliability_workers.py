@@ -1,7 +1,8 @@
 """Fault matrix, part 2: the worker process dies or is told to stop mid-hold.
 
-- SIGKILL with a second replica running: does LiveKit hand the room to the
-  other replica, and how long is the caller without hold audio?
+- SIGKILL with a second replica running: LiveKit does not hand the room to
+  the other replica by itself; `python -m worker guardian`, fed by LiveKit's
+  webhooks, re-dispatches it. How long is the caller without hold audio?
 - SIGTERM with a call on hold: the worker drains; the call keeps its hold
   audio, is handed over to an agent who joins during the drain, and only
   then does the worker exit.
@@ -10,21 +11,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.e2e.support.faultkit import CallerAudio
 from tests.e2e.support.human_agent import HumanAgent
-from tests.e2e.support.scenario import agent_kinds_in_room, find_call_room, start_caller
+from tests.e2e.support.scenario import held_by_worker, start_caller
 from tests.e2e.support.signals import write_tone_wav
-from tests.e2e.support.workerproc import start_worker, stop_worker
+from tests.e2e.support.workerproc import _die_with_parent, start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[2]
 HOLD_HZ = 500.0
 AGENT_HZ = 1700.0
+GUARDIAN_PORT = "7890"  # devstack/versions.env GUARDIAN_PORT, livekit.yaml webhook url
 
 
 async def agents_in_room(lk, room: str) -> list[str]:
@@ -34,69 +42,89 @@ async def agents_in_room(lk, room: str) -> list[str]:
     return [p.identity for p in parts if p.kind == api.ParticipantInfo.Kind.AGENT]
 
 
-async def test_worker_killed_mid_hold_with_a_second_replica(lk_env, lkapi, work_dir):
+def start_guardian(lk_env, log: Path) -> subprocess.Popen:
+    """`python -m worker guardian` on the port livekit.yaml sends webhooks to."""
+    env = {
+        **os.environ,
+        **lk_env,
+        "HOLD_GUARDIAN_PORT": GUARDIAN_PORT,
+        "PYTHONUNBUFFERED": "1",
+    }
+    f = open(log, "wb")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "worker", "guardian"],
+        cwd=REPO,
+        env=env,
+        stdout=f,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+    for _ in range(100):
+        if "webhooks on" in log.read_text():
+            return p
+        time.sleep(0.1)
+    p.kill()
+    raise AssertionError(f"guardian did not start: {log.read_text()}")
+
+
+async def test_worker_killed_mid_hold_guardian_redispatches_to_the_other_replica(
+    lk_env, lkapi, work_dir
+):
     hold = write_tone_wav(str(work_dir / "hold.wav"), HOLD_HZ, seconds=2.0, rate=16000)
+    guardian = start_guardian(lk_env, work_dir / "guardian.log")
     w1 = start_worker(lk_env, work_dir, HOLD_AUDIO=hold)
     w2 = None
     try:
+        # a forged webhook (no signature) is refused
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{GUARDIAN_PORT}/livekit/webhook"
+            async with http.post(url, data='{"event":"participant_left"}') as r:
+                forged = r.status
         number = "+15551252001"
         proc, _rec, res = await start_caller(
-            lk_env, work_dir, number, [697.0], duration=36.0, tag="kill"
+            lk_env, work_dir, number, [697.0], duration=45.0, tag="kill"
         )
-        room = await find_call_room(lkapi, number)
-        for _ in range(100):
-            if await agent_kinds_in_room(lkapi, room):
-                break
-            await asyncio.sleep(0.05)
+        room = await held_by_worker(lkapi, number)
         first = await agents_in_room(lkapi, room)
         w2 = start_worker(lk_env, work_dir, HOLD_AUDIO=hold)  # the replica that survives
         await asyncio.sleep(2.0)
         killed_at = time.time()
         w1.proc.send_signal(signal.SIGKILL)
         w1.proc.wait(5)
-        # who is in the room from now on
         seen: list[tuple[float, list[str]]] = []
-        new_agent_at = None
-        while time.time() - killed_at < 10:
+        while time.time() - killed_at < 35:
             ids = await agents_in_room(lkapi, room)
             if not seen or seen[-1][1] != ids:
                 seen.append((round(time.time() - killed_at, 1), ids))
-            if any(i not in first for i in ids) and new_agent_at is None:
-                new_agent_at = time.time()
+            if any(i not in first for i in ids):
+                break
             await asyncio.sleep(0.2)
-        # LiveKit left the room without a hold worker. The recovery LiveKit
-        # allows: dispatch the agent to the room again through the API (what
-        # a backend does on the `participant_left` webhook of the worker).
-        from livekit import api
-
-        redispatch_at = time.time()
-        await lkapi.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(agent_name=lk_env["HOLD_AGENT_NAME"], room=room)
-        )
-        await asyncio.wait_for(proc.wait(), 40)
+        await asyncio.wait_for(proc.wait(), 60)
         a = CallerAudio.load(res)
         resumed = a.first_heard(HOLD_HZ, killed_at + 0.5)
-        after_redispatch = (resumed - redispatch_at) if resumed else None
         w2_took = any(
             str(r.get("message", "")).startswith("hold audio published")
             and str(r.get("room", "")).endswith(room.rsplit("_", 1)[-1])
             for r in w2.log_lines()
         )
-        silent = a.heard(HOLD_HZ, killed_at + 0.5, redispatch_at)
+        glog = (work_dir / "guardian.log").read_text()
         print(
             f"\nSIGKILL of the worker holding the call: agents in the room after the kill "
-            f"{seen}; caller heard hold in {silent:.0%} of the {redispatch_at - killed_at:.0f} s "
-            f"after it (no re-dispatch by LiveKit); after an API dispatch to the room, the "
-            f"second replica took it: {w2_took}, hold again "
-            + (f"{after_redispatch:.1f} s after the dispatch" if after_redispatch else "never")
+            f"{seen}; guardian: forged webhook -> {forged}, "
+            f"{glog.count('re-dispatched the hold agent')} re-dispatch; second replica took "
+            f"the room: {w2_took}; caller hears hold again "
+            + (f"{resumed - killed_at:.1f} s after the kill" if resumed else "never")
         )
+        assert forged == 401
         assert a.heard(HOLD_HZ, killed_at - 1.5, killed_at - 0.1) > 0.9
-        # measured: LiveKit does not re-dispatch a running job whose worker
-        # died, so the caller is in silence until something dispatches again
-        assert new_agent_at is None and silent < 0.1
-        assert w2_took and after_redispatch is not None and after_redispatch < 3.0
+        # LiveKit itself does not re-dispatch; the guardian does once LiveKit
+        # reports the dead worker's participant gone
+        assert glog.count("re-dispatched the hold agent") == 1
+        assert w2_took and resumed is not None and resumed - killed_at < 40
         assert w2.proc.poll() is None
     finally:
+        guardian.terminate()
+        guardian.wait(10)
         if w1.proc.poll() is None:
             stop_worker(w1)
         if w2 is not None:
@@ -112,11 +140,7 @@ async def test_sigterm_drains_held_call_until_handed_over(lk_env, lkapi, work_di
         proc, _rec, res = await start_caller(
             lk_env, work_dir, number, [697.0], duration=14.0, tag="drain"
         )
-        room = await find_call_room(lkapi, number)
-        for _ in range(100):
-            if await agent_kinds_in_room(lkapi, room):
-                break
-            await asyncio.sleep(0.05)
+        room = await held_by_worker(lkapi, number)
         await asyncio.sleep(2.0)
         term_at = time.time()
         w.proc.send_signal(signal.SIGTERM)

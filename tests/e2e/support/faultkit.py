@@ -24,6 +24,9 @@ from .signals import read_wav, tone_presence
 REPO = Path(__file__).resolve().parents[3]
 RUN = REPO / ".devstack" / "run"
 WIN = 0.1
+# The fault tests' hold audio is one tone (conftest's `tone_worker`), so
+# "the caller hears hold audio" is the share of that tone in 100 ms windows.
+TONE_HOLD_HZ = 500.0
 
 
 def service_pid(name: str) -> int:

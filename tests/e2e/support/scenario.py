@@ -167,6 +167,15 @@ async def agent_kinds_in_room(lk: api.LiveKitAPI, room: str) -> list[str]:
     return [p.identity for p in parts if p.kind == api.ParticipantInfo.Kind.AGENT]
 
 
+async def held_by_worker(lk: api.LiveKitAPI, caller_number: str, timeout: float = 5.0) -> str:
+    """The room of this caller's call, once an agent (the hold worker) is in it."""
+    room = await find_call_room(lk, caller_number)
+    deadline = time.monotonic() + timeout
+    while not await agent_kinds_in_room(lk, room) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return room
+
+
 async def start_caller(
     env: dict[str, str],
     work: Path,

@@ -40,30 +40,38 @@ def ensure_stack() -> dict[str, str]:
     env["HOLD_AGENT_NAME"] = f"hold-e2e-{os.getpid()}-{secrets.token_hex(3)}"
     env["DEV_SIP_TARGET"] = env["DEV_SIP_TARGET"].replace(env["DEV_TRUNK_NUMBER"], E2E_NUMBER)
     env["DEV_TRUNK_NUMBER"] = E2E_NUMBER
-    prov = subprocess.run(
+    prov = provision(
+        env, E2E_TRUNK, E2E_RULE, "--number", E2E_NUMBER, "--header", "X-Store-Id=store.id"
+    )
+    if prov.returncode != 0:
+        raise RuntimeError(f"provision failed: {prov.stderr.strip()}")
+    return env
+
+
+def provision(
+    env: dict[str, str], trunk: str, rule: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m worker provision` of a trunk + rule of the tests' own, for this
+    run's agent name, accepting calls from loopback only."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "worker",
             "provision",
             "--trunk-name",
-            E2E_TRUNK,
+            trunk,
             "--rule-name",
-            E2E_RULE,
+            rule,
             "--agent-name",
             env["HOLD_AGENT_NAME"],
-            "--number",
-            E2E_NUMBER,
             "--allowed-address",
             "127.0.0.1/32",
-            "--header",
-            "X-Store-Id=store.id",
+            *args,
         ],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
+        timeout=60,
     )
-    if prov.returncode != 0:
-        raise RuntimeError(f"provision failed: {prov.stderr.strip()}")
-    return env
