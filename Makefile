@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 export LIVEKIT_DEV_URL := ws://127.0.0.1:7880
 
-.PHONY: setup venv stack-install stack stack-down dev test test-unit test-e2e demo bench lint provision-local clean
+.PHONY: setup venv stack-install stack stack-down dev test test-unit test-e2e demo bench burst lint provision-local clean
 
 setup: venv stack-install
 
@@ -61,6 +61,12 @@ BENCH_NETNS ?= $(TEST_NETNS)
 
 bench: setup
 	DEVSTACK_NETNS=$(BENCH_NETNS) bash bench/make-bench.sh
+
+# Fault matrix, benchmark-sized row (RELIABILITY.md): 50 INVITEs at once
+# against one worker at the default capacity of 20 calls.
+burst: setup
+	PYTEST_PATHS=tests/e2e/test_reliability_burst.py BURST_N=50 BURST_CAPACITY=20 \
+		DEVSTACK_NETNS=$(TEST_NETNS) bash .ci/pytest-all.sh
 
 lint: venv
 	$(PY) -m ruff check worker tests bench assets

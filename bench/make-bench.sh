@@ -15,6 +15,8 @@ rm -f bench/results.json
 status=0
 "${run[@]}" || status=$?
 [[ -f bench/results.json ]] || { echo "make-bench: no results (exit $status)" >&2; exit "$status"; }
-.venv/bin/python -m bench.report bench/results.json BENCHMARKS.md --command "make bench${BENCH_SIZES:+ BENCH_SIZES=$BENCH_SIZES}${*:+ (bench.run $*)}"
+# bench/notes.md: how to read the figures, the decisions and the missed targets
+.venv/bin/python -m bench.report bench/results.json BENCHMARKS.md \
+    --note "$(cat bench/notes.md 2>/dev/null || true)" --command "make bench${BENCH_SIZES:+ BENCH_SIZES=$BENCH_SIZES}${*:+ (bench.run $*)}"
 echo "make-bench: wrote bench/results.json, bench/results.md and BENCHMARKS.md (exit $status)"
 exit "$status"

@@ -42,7 +42,8 @@ N SIP calls are placed through livekit-sip by the pjsua2 caller stand-in
 - **Drain**: N new calls on hold, SIGTERM to the worker, the calls kept
   on hold `drain_hold` seconds, then hung up; SIGTERM -> process exit, last
   hangup -> exit. livekit-agents drains by waiting for its jobs, so a held call
-  keeps the worker alive until the caller hangs up (its drain timeout is 1 h).
+  keeps the worker alive until the caller hangs up (ours: `HOLD_DRAIN_TIMEOUT_S`,
+  900 s; livekit-agents' default is 1 h).
   A call counts as cut if the far end hung up or more than half of its
   recording after the SIGTERM is silent.
 - **Baseline** (`bench/baseline_worker.py`): stock `AgentServer` (process per
