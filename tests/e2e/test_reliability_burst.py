@@ -60,7 +60,8 @@ async def test_burst_beyond_capacity_is_held_or_refused_never_stuck(lk_env, work
                 answered_after = (
                     r["events"]["answered"]["wall"] - r["events"]["invite_sent"]["wall"]
                 )
-                outcomes.append(("held" if held > 0.8 else "silent", round(answered_after, 1)))
+                kind = "held" if held > 0.8 else "gappy hold" if held >= 0.1 else "silent"
+                outcomes.append((kind, round(answered_after, 1), round(held, 2)))
             else:
                 rang.append(
                     {
