@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop the local LiveKit stack started by devstack/up.sh, using the pid files in
-# <repo>/.devstack/run/: livekit-sip, then livekit-server, then redis-server.
+# <repo>/.devstack/run/: the guardian, livekit-sip, livekit-server, redis-server.
 # Each gets its clean-shutdown signal, then SIGKILL after a grace period.
 # Idempotent: a service that is not running is skipped. Works from any cwd.
 # If the stack ran in a private network namespace (DEVSTACK_NETNS with up.sh),
@@ -52,6 +52,7 @@ stop() {
     echo "devstack: $name stopped (pid $pid)"
 }
 
+stop guardian TERM
 # livekit-sip: SIGINT = stop now (SIGTERM would wait for active calls to end).
 stop livekit-sip INT
 stop livekit-server TERM

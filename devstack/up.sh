@@ -267,6 +267,24 @@ ensure livekit-server check_livekit_server tcp "$LIVEKIT_PORT" \
 ensure livekit-sip check_livekit_sip udp "$SIP_PORT" \
     "${CLEAN_ENV[@]}" "$BIN_DIR/livekit-sip" --config "$SIP_CONF"
 
+# The guardian (`python -m worker guardian`, from the project's venv): livekit.yaml
+# sends the server's webhooks to it, and it re-dispatches the hold agent to a
+# call whose worker died. It dispatches the agent name the dead worker had.
+check_guardian() {
+    local r
+    r="$("${NSEXEC[@]}" curl -sS --max-time 2 "http://127.0.0.1:$GUARDIAN_PORT/" 2>&1)" || { echo "$r"; return 1; }
+    [[ "$r" == OK ]] || { echo "GET / answered '$r'"; return 1; }
+}
+if [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then
+    dev_secret="$(awk '$1 == "devkey:" {print $2}' "$LK_CONF")"
+    ensure guardian check_guardian tcp "$GUARDIAN_PORT" \
+        "${CLEAN_ENV[@]}" -u HOLD_AGENT_NAME LIVEKIT_URL="ws://127.0.0.1:$LIVEKIT_PORT" \
+        LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET="$dev_secret" HOLD_GUARDIAN_PORT="$GUARDIAN_PORT" \
+        PYTHONUNBUFFERED=1 "$REPO_ROOT/.venv/bin/python" -m worker guardian
+else
+    echo "devstack: guardian not started: no .venv yet (make venv); webhooks will fail until it runs" >&2
+fi
+
 echo "devstack: up${NETNS:+ in network namespace $NETNS (run clients with: ip netns exec $NETNS CMD)}." \
      "LIVEKIT_URL=ws://127.0.0.1:$LIVEKIT_PORT LIVEKIT_API_KEY=devkey (secret in livekit.yaml)," \
      "SIP udp/tcp 127.0.0.1:$SIP_PORT, logs in $RUN_DIR"

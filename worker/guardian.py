@@ -102,9 +102,12 @@ class Guardian:
             if reason is None:
                 return
             caller = next((m for m in members if m.kind == SIP), None)
+            # the agent name the dead worker was dispatched as (LiveKit sets it
+            # on every agent participant); ours (HOLD_AGENT_NAME) otherwise
+            agent_name = left.attributes.get("lk.agent.name") or self.agent_name
             await lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(
-                    agent_name=self.agent_name, room=room, metadata="hold-guardian"
+                    agent_name=agent_name, room=room, metadata="hold-guardian"
                 )
             )
             self.dispatched += 1
@@ -112,6 +115,7 @@ class Guardian:
                 f"re-dispatched the hold agent: {reason}",
                 extra={
                     "room": room,
+                    "agent_name": agent_name,
                     "caller": mask_number(caller.attributes.get("sip.phoneNumber"))
                     if caller
                     else "",
@@ -151,5 +155,5 @@ def main(argv: list[str]) -> int:
         f"http://{s.guardian_host}:{s.guardian_port}/livekit/webhook",
         flush=True,
     )
-    web.run_app(app, host=s.guardian_host, port=s.guardian_port, print=None)
+    web.run_app(app, host=s.guardian_host, port=s.guardian_port, print=None, access_log=None)
     return 0

@@ -6,6 +6,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -24,6 +25,7 @@ def stack_env() -> dict[str, str]:
     return {k: v for k, v in pairs if k.startswith(("LIVEKIT_", "DEV_", "SIP_"))}
 
 
+SESSION_STARTED = 0.0  # wall time the e2e run brought the stack up (ensure_stack)
 E2E_TRUNK = "hold-e2e"
 E2E_RULE = "hold-e2e-calls"
 E2E_NUMBER = "+15550199"
@@ -33,6 +35,8 @@ def ensure_stack() -> dict[str, str]:
     """Stack up, and a trunk + dispatch rule of the tests' own: their own
     number and a fresh agent name per run, so neither a `make dev` worker nor
     a worker left over from another run can take the tests' calls."""
+    global SESSION_STARTED
+    SESSION_STARTED = time.time()
     up = subprocess.run(["bash", "devstack/up.sh"], cwd=REPO, capture_output=True, text=True)
     if up.returncode != 0:
         raise RuntimeError(f"devstack/up.sh failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
