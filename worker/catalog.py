@@ -155,6 +155,7 @@ class StoreCatalog:
             max_wait_action=self.s.max_wait_action,
             transfer_target=self.s.transfer_target,
             monitor_after_handoff=self.s.monitor_after_handoff,
+            handoff_settle=self.s.handoff_settle_s,
             media_action=self.s.media_action,
             media_action_after=self.s.media_action_after_s,
         )

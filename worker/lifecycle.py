@@ -156,6 +156,10 @@ class Timers:
     max_wait_action: MaxWaitAction = "hangup"
     transfer_target: str = ""
     monitor_after_handoff: bool = False  # stay, silent, after the handoff
+    # After the fade, stay this long (silent) before leaving: an agent who
+    # drops or goes quiet right after taking the call gets the caller back
+    # on hold instead of leaving them alone in the room.
+    handoff_settle: float = 3.0
     media_action: MediaAction = "none"  # what to do when media stays broken
     media_action_after: float = 15.0  # ... for this long
 
@@ -172,7 +176,9 @@ class CallLifecycle:
     media_bad_since: float | None = None
     media_verdict: str = ""
     end_reason: str = ""
+    settle_until: float | None = None  # MONITORING only to confirm the handoff, until
     _fade_id: int = 0
+    _handed_to: str = ""
 
     # -- timers ---------------------------------------------------------------
 
@@ -186,6 +192,8 @@ class CallLifecycle:
         if self._media_action_armed():
             assert self.media_bad_since is not None
             deadlines.append(self.media_bad_since + self.timers.media_action_after)
+        if self.state is State.MONITORING and self.settle_until is not None:
+            deadlines.append(self.settle_until)
         return min(deadlines) if deadlines else None
 
     def _media_action_armed(self) -> bool:
@@ -265,10 +273,18 @@ class CallLifecycle:
             return []
 
         if self.state is State.MONITORING:
-            if isinstance(event, AgentPresence) and not self.present_agents:
+            settling = self.settle_until is not None
+            gone = isinstance(event, AgentPresence) and not self.present_agents
+            quiet = settling and isinstance(event, AgentAudio) and not self.live_agents
+            if gone or quiet:
                 self.state = State.HOLDING
+                self.settle_until = None
                 self.hold_started_at = now  # a new hold: max wait counts afresh
                 return [RepublishHold()]
+            if settling and isinstance(event, Tick) and now >= (self.settle_until or now):
+                self.state = State.DONE
+                self.end_reason = f"handed over to {self._handed_to}"
+                return [Leave(self.end_reason)]
             return []
 
         # HANDING_OFF
@@ -278,8 +294,13 @@ class CallLifecycle:
             return [ResumeHold()]
         if isinstance(event, FadeDone) and event.fade_id == self._fade_id:
             agent = self.live_agents[0]
+            self._handed_to = agent
             if self.timers.monitor_after_handoff:
                 self.state = State.MONITORING
+                return [HandOver(agent, stay=True)]
+            if self.timers.handoff_settle > 0:
+                self.state = State.MONITORING
+                self.settle_until = now + self.timers.handoff_settle
                 return [HandOver(agent, stay=True)]
             self.state = State.DONE
             self.end_reason = f"handed over to {agent}"

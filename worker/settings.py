@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # Stay in the room after the handoff, silent, watching the caller's media;
     # hold audio comes back if every human agent leaves.
     monitor_after_handoff: bool = False
+    # Stay (silent) this long after the fade: an agent who drops or mutes at
+    # once gets the caller back on hold instead of leaving them alone.
+    handoff_settle_s: float = Field(3.0, ge=0.0, le=60.0)
 
     @field_validator("chunk_ms")
     @classmethod

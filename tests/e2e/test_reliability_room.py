@@ -54,15 +54,17 @@ async def held(lk_env, lk, work, number: str, seconds: float, **kw) -> tuple:
     return proc, res, room
 
 
+@pytest.mark.parametrize("drop_after", [0.3, 1.2])  # during the fade; after it (settle window)
 async def test_agent_drops_within_a_second_then_another_takes_over(
-    tone_worker, lk_env, lkapi, work_dir
+    tone_worker, lk_env, lkapi, work_dir, drop_after
 ):
-    proc, res, room = await held(lk_env, lkapi, work_dir, "+15551253001", 14.0)
+    number = "+15551253001" if drop_after < 1 else "+15551253011"
+    proc, res, room = await held(lk_env, lkapi, work_dir, number, 14.0)
     flaky = new_agent(lk_env, room, "agent-flaky", 1700.0)
     await flaky.join()
     await flaky.speak()
     spoke = time.time()
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(drop_after)
     await flaky.leave()
     left = time.time()
     await asyncio.sleep(4.0)

@@ -42,8 +42,8 @@ def holding(**timers: object) -> CallLifecycle:
     return m
 
 
-def handing_off() -> tuple[CallLifecycle, int]:
-    m = holding()
+def handing_off(**timers: object) -> tuple[CallLifecycle, int]:
+    m = holding(**timers)
     acts = m.handle(AgentAudio("agent-1", live=True), 5.0)
     fade = next(a for a in acts if isinstance(a, StartFade))
     return m, fade.fade_id
@@ -166,10 +166,33 @@ def test_holding_second_caller_join_is_ignored() -> None:
 
 
 def test_handoff_completes_on_fade_done() -> None:
-    m, fid = handing_off()
+    m, fid = handing_off(handoff_settle=0.0)
     acts = m.handle(FadeDone(fid), 5.4)
     assert kinds(acts) == [StateChanged, HandOver]
     assert m.state is State.DONE and "agent-1" in m.end_reason
+
+
+def test_handoff_settles_then_leaves() -> None:
+    """Default: silent in the room for handoff_settle s after the fade, then leave."""
+    m, fid = handing_off()
+    acts = m.handle(FadeDone(fid), 5.4)
+    assert kinds(acts) == [StateChanged, HandOver] and acts[-1] == HandOver("agent-1", stay=True)
+    assert m.state is State.MONITORING and m.next_deadline() == 5.4 + 3.0
+    assert m.handle(Tick(), 6.0) == []
+    acts = m.handle(Tick(), 8.4)
+    assert kinds(acts) == [StateChanged, Leave]
+    assert m.state is State.DONE and m.end_reason == "handed over to agent-1"
+
+
+def test_agent_drops_right_after_the_handoff_gets_the_caller_back_on_hold() -> None:
+    for gone in (AgentPresence("agent-1", present=False), AgentAudio("agent-1", live=False)):
+        m, fid = handing_off()
+        m.handle(AgentPresence("agent-1", present=True), 5.0)
+        m.handle(FadeDone(fid), 5.4)
+        acts = m.handle(gone, 5.9)
+        assert kinds(acts) == [StateChanged, RepublishHold], gone
+        assert m.state is State.HOLDING and m.settle_until is None
+        assert m.hold_started_at == 5.9
 
 
 def test_handoff_agent_mutes_again_resumes_hold_and_old_fade_is_stale() -> None:
@@ -190,7 +213,7 @@ def test_handoff_two_agents_one_mutes_fade_continues() -> None:
     assert m.handle(AgentAudio("agent-1", live=False), 5.2) == []
     assert m.state is State.HANDING_OFF
     acts = m.handle(FadeDone(fid), 5.4)
-    assert acts[-1] == HandOver("agent-2")
+    assert acts[-1] == HandOver("agent-2", stay=True)
 
 
 def test_handoff_hangup_during_fade() -> None:

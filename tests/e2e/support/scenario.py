@@ -250,9 +250,9 @@ async def held_call(
         out.note("human agent joined")
         await agent.speak()
         out.note("human agent publishes audio")
-        # the worker should leave within the fade plus slack
+        # the worker should leave after the fade and the settle window (3 s)
         left_at = None
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 8.0
         while time.monotonic() < deadline:
             if not await agent_kinds_in_room(lk, out.room):
                 left_at = time.time()
