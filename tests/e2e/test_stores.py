@@ -26,6 +26,7 @@ from tests.e2e.support import stack as stackmod
 from tests.e2e.support.scenario import find_call_room, start_caller
 from tests.e2e.support.signals import read_wav, tone_presence, write_tone_wav
 from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
+from worker.settings import DEFAULT_ANNOUNCEMENT
 
 pytestmark = pytest.mark.e2e
 
@@ -223,14 +224,18 @@ async def test_announcement_at_its_interval_over_ducked_music(stores, lk_env, lk
         if s and quiet >= 10:
             onsets.append(round(float(t[i]), 1))
         quiet = 0 if s else quiet + 1
+    # the announcement's length from the asset itself (the map says `default`)
+    import soundfile as sf
+
+    spoken = sf.info(str(DEFAULT_ANNOUNCEMENT)).duration
     in_speech = np.zeros_like(speech)
     for o in onsets:
         i = int(o / WIN)
-        in_speech[i + 5 : i + 35] = True  # 0.5-3.5 s into each announcement (4.7 s long)
+        in_speech[i + 5 : i + int((spoken - 1.0) / WIN)] = True  # inside, clear of the ramps
     between = np.zeros_like(speech)
     between[10:15] = True  # 1.0-1.5 s: music alone, before the first
     if len(onsets) >= 1:
-        j = int(onsets[0] / WIN) + 55  # 5.5 s after the first onset: it is over
+        j = int((onsets[0] + spoken + 0.8) / WIN)  # after the first one and its ramp up
         between[j : j + 10] = True
     duck = float(np.median(music[in_speech]) - np.median(music[between]))
     print(
