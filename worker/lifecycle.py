@@ -24,7 +24,8 @@ class State(StrEnum):
     WAITING = "waiting"  # in the room, hold track published, no caller yet
     HOLDING = "holding"  # caller present, hearing hold audio
     HANDING_OFF = "handing_off"  # fading hold audio out under the agent
-    MONITORING = "monitoring"  # handed over, still in the room, silent, watching media
+    SETTLING = "settling"  # just handed over: silent, ready to resume at once
+    MONITORING = "monitoring"  # handed over, still in the room, silent, watching events
     DONE = "done"  # left (or leaving); nothing more happens
 
 

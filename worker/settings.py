@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # LIVEKIT_API_SECRET (a mounted Kubernetes or Docker secret); a variable
     # set in the environment wins over its file. Empty: environment only.
     secrets_dir: Path | None = None
+    # The Redis the LiveKit stack already runs (redis://host:port/db). Optional:
+    # the guardian claims each re-dispatch there so that two replicas make one.
+    redis_url: str = ""
 
     # One-way audio detection (worker/media/detector.py); seconds.
     media_settle_s: float = Field(2.0, ge=0.0, le=30.0)
