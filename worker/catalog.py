@@ -154,8 +154,9 @@ class StoreCatalog:
             max_wait=self.s.max_wait_s,
             max_wait_action=self.s.max_wait_action,
             transfer_target=self.s.transfer_target,
-            monitor_after_handoff=self.s.monitor_after_handoff,
             handoff_settle=self.s.handoff_settle_s,
+            leave_after_handoff=self.s.leave_after_handoff,
+            agent_quiet_after=self.s.agent_quiet_s,
             media_action=self.s.media_action,
             media_action_after=self.s.media_action_after_s,
         )

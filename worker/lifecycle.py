@@ -1,16 +1,23 @@
 """The life of one held call as a pure state machine.
 
-    WAITING ──caller joins──► HOLDING ──agent audio live──► HANDING_OFF ──fade done──► DONE
-       │                        │  ▲ ▲                          │   (monitor mode:)
-       │ no caller in time      │  │ └──every agent muted/gone──┘         │
-       ▼                        │  └──────every agent left─────── MONITORING ◄──┘
-     DONE                       ▼
+    WAITING ──caller joins──► HOLDING ──agent audio live──► HANDING_OFF ──fade done──► SETTLING
+       │                        ▲  ▲                          │                          │
+       │ no caller in time      │  └──no agent audio any more─┘◄──no agent audio────────┘
+       ▼                        │                                          settle time │
+     DONE                       └───every agent left, or quiet too long─── MONITORING ◄┘
+                                                          (or DONE with leave_after_handoff)
                  max wait, or broken media for long enough (optional action):
-                 hang up / transfer ─► DONE;  caller hangs up (any state) ─► DONE
+                 hang up / transfer ─► DONE;  caller hangs up (any state) ─► DONE;
+                 hold audio cannot be published ─► hang up the caller ─► DONE
+
+The adapter (call.py) keeps the hold track published (silent) through
+SETTLING, so hold audio comes back at once if the agent drops right after
+taking the call; on MONITORING (HandOver) it unpublishes the track and drops
+its media subscriptions, and it publishes the track again on RepublishHold.
 
 Events go in with the time they happened; actions come out for the adapter
-(call.py) to carry out. Timers are data: `next_deadline()` says when the
-adapter must deliver a `Tick`. Nothing here does I/O or reads a clock.
+to carry out. Timers are data: `next_deadline()` says when the adapter must
+deliver a `Tick`. Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations
@@ -81,6 +88,14 @@ class RoomClosed:
     reason: str = "room closed"
 
 
+@dataclass(frozen=True)
+class HoldFailed:
+    """Hold audio could not be published (or its player died and could not be
+    brought back): the caller must not be left in silence, so hang up."""
+
+    reason: str
+
+
 Event = (
     CallerJoined
     | CallerLeft
@@ -90,6 +105,7 @@ Event = (
     | FadeDone
     | Tick
     | RoomClosed
+    | HoldFailed
 )
 
 
@@ -108,16 +124,26 @@ class ResumeHold:
 
 
 @dataclass(frozen=True)
-class HandOver:
-    """Fade finished: unpublish the hold track; leave unless `stay` (monitor mode)."""
+class Settle:
+    """Fade finished: stay silent with the hold track still published, ready
+    to resume at once, until the settle time has passed."""
 
     agent: str
-    stay: bool = False
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """The handoff is confirmed: unpublish the hold track and stay in the room
+    (cheaply) unless `stay` is False, in which case the adapter leaves."""
+
+    agent: str
+    stay: bool = True
 
 
 @dataclass(frozen=True)
 class RepublishHold:
-    """Every agent left while we were monitoring: publish hold audio again."""
+    """Every agent left (or went quiet too long) after the handoff: publish
+    hold audio again, faded in."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +169,15 @@ class StateChanged:
 
 
 Action = (
-    StartFade | ResumeHold | HandOver | RepublishHold | HangUp | Transfer | Leave | StateChanged
+    StartFade
+    | ResumeHold
+    | Settle
+    | HandOver
+    | RepublishHold
+    | HangUp
+    | Transfer
+    | Leave
+    | StateChanged
 )
 
 MaxWaitAction = Literal["hangup", "transfer"]
@@ -156,11 +190,16 @@ class Timers:
     max_wait: float = 0.0  # seconds on hold before the fallback; 0 = off
     max_wait_action: MaxWaitAction = "hangup"
     transfer_target: str = ""
-    monitor_after_handoff: bool = False  # stay, silent, after the handoff
-    # After the fade, stay this long (silent) before leaving: an agent who
-    # drops or goes quiet right after taking the call gets the caller back
-    # on hold instead of leaving them alone in the room.
+    # After the fade, stay this long with the silent hold track published: an
+    # agent who drops or mutes right after taking the call gets the caller
+    # back on hold at once.
     handoff_settle: float = 3.0
+    # After the settle time: leave the room (the old behaviour) instead of
+    # staying, unpublished, to bring hold audio back if every agent leaves.
+    leave_after_handoff: bool = False
+    # After the handoff, an agent present but with no audio live for this
+    # long counts as gone (hold audio comes back); 0 = only when they leave.
+    agent_quiet_after: float = 30.0
     media_action: MediaAction = "none"  # what to do when media stays broken
     media_action_after: float = 15.0  # ... for this long
 
@@ -177,7 +216,9 @@ class CallLifecycle:
     media_bad_since: float | None = None
     media_verdict: str = ""
     end_reason: str = ""
-    settle_until: float | None = None  # MONITORING only to confirm the handoff, until
+    settle_until: float | None = None  # SETTLING: until when
+    quiet_since: float | None = None  # MONITORING: no agent audio live since
+    hold_failed: str = ""  # HoldFailed seen before any caller joined
     _fade_id: int = 0
     _handed_to: str = ""
 
@@ -193,15 +234,21 @@ class CallLifecycle:
         if self._media_action_armed():
             assert self.media_bad_since is not None
             deadlines.append(self.media_bad_since + self.timers.media_action_after)
-        if self.state is State.MONITORING and self.settle_until is not None:
+        if self.state is State.SETTLING and self.settle_until is not None:
             deadlines.append(self.settle_until)
+        if (
+            self.state is State.MONITORING
+            and self.quiet_since is not None
+            and self.timers.agent_quiet_after > 0
+        ):
+            deadlines.append(self.quiet_since + self.timers.agent_quiet_after)
         return min(deadlines) if deadlines else None
 
     def _media_action_armed(self) -> bool:
         return (
             self.timers.media_action != "none"
             and self.media_bad_since is not None
-            and self.state in (State.HOLDING, State.HANDING_OFF, State.MONITORING)
+            and self.state in (State.HOLDING, State.HANDING_OFF, State.SETTLING, State.MONITORING)
         )
 
     # -- transitions ----------------------------------------------------------
@@ -213,6 +260,8 @@ class CallLifecycle:
         # who speaks before the caller arrives is handed the call on arrival.
         if isinstance(event, AgentAudio):
             self._track_agent(event)
+            if event.live:  # live audio means present, however they were recognised
+                self.present_agents.add(event.identity)
         if isinstance(event, AgentPresence):
             if event.present:
                 self.present_agents.add(event.identity)
@@ -244,6 +293,11 @@ class CallLifecycle:
             if self.state is State.WAITING and self.caller is None:
                 return []  # someone else's SIP leg; we have no caller yet
             return self._end(event.reason)
+        if isinstance(event, HoldFailed):
+            if self.caller is None:
+                self.hold_failed = event.reason  # hang up the caller on arrival
+                return []
+            return self._hang_up_and_leave(event.reason)
 
         if (
             isinstance(event, Tick)
@@ -258,6 +312,8 @@ class CallLifecycle:
                 self.caller = event.identity
                 self.hold_started_at = now
                 self.state = State.HOLDING
+                if self.hold_failed:
+                    return self._hang_up_and_leave(self.hold_failed)
                 if self.live_agents:
                     return self._start_fade()
                 return []
@@ -266,47 +322,71 @@ class CallLifecycle:
             return []
 
         if self.state is State.HOLDING:
-            if isinstance(event, AgentAudio) and self.live_agents:
+            # Any event: an agent may be live already (recognised late, or
+            # live while hold audio was being brought back).
+            if self.live_agents:
                 return self._start_fade()
             deadline = self.next_deadline()
             if isinstance(event, Tick) and deadline is not None and now >= deadline:
                 return self._max_wait_expired()
             return []
 
-        if self.state is State.MONITORING:
-            settling = self.settle_until is not None
-            gone = isinstance(event, AgentPresence) and not self.present_agents
-            quiet = settling and isinstance(event, AgentAudio) and not self.live_agents
-            if gone or quiet:
+        if self.state is State.HANDING_OFF:
+            if not self.live_agents:
+                self.state = State.HOLDING
+                self._fade_id += 1  # a FadeDone of the cancelled fade is stale
+                return [ResumeHold()]
+            if isinstance(event, FadeDone) and event.fade_id == self._fade_id:
+                self._handed_to = self.live_agents[0]
+                if self.timers.handoff_settle > 0:
+                    self.state = State.SETTLING
+                    self.settle_until = now + self.timers.handoff_settle
+                    return [Settle(self._handed_to)]
+                return self._hand_over(now)
+            return []
+
+        if self.state is State.SETTLING:
+            if not self.live_agents:  # dropped or muted at once: hold again, now
                 self.state = State.HOLDING
                 self.settle_until = None
                 self.hold_started_at = now  # a new hold: max wait counts afresh
-                return [RepublishHold()]
-            if settling and isinstance(event, Tick) and now >= (self.settle_until or now):
-                self.state = State.DONE
-                self.end_reason = f"handed over to {self._handed_to}"
-                return [Leave(self.end_reason)]
+                return [ResumeHold()]
+            if isinstance(event, Tick) and now >= (self.settle_until or now):
+                self.settle_until = None
+                return self._hand_over(now)
             return []
 
-        # HANDING_OFF
-        if isinstance(event, AgentAudio | AgentPresence) and not self.live_agents:
+        # MONITORING: handed over, unpublished, watching room events
+        if self.live_agents:
+            self.quiet_since = None
+            return []
+        if self.quiet_since is None:
+            self.quiet_since = now
+        quiet_too_long = (
+            self.timers.agent_quiet_after > 0
+            and now >= self.quiet_since + self.timers.agent_quiet_after
+        )
+        if not self.present_agents or quiet_too_long:
             self.state = State.HOLDING
-            self._fade_id += 1  # a FadeDone of the cancelled fade is stale
-            return [ResumeHold()]
-        if isinstance(event, FadeDone) and event.fade_id == self._fade_id:
-            agent = self.live_agents[0]
-            self._handed_to = agent
-            if self.timers.monitor_after_handoff:
-                self.state = State.MONITORING
-                return [HandOver(agent, stay=True)]
-            if self.timers.handoff_settle > 0:
-                self.state = State.MONITORING
-                self.settle_until = now + self.timers.handoff_settle
-                return [HandOver(agent, stay=True)]
+            self.quiet_since = None
+            self.hold_started_at = now
+            return [RepublishHold()]
+        return []
+
+    def _hand_over(self, now: float) -> list[Action]:
+        agent = self._handed_to
+        if self.timers.leave_after_handoff:
             self.state = State.DONE
             self.end_reason = f"handed over to {agent}"
-            return [HandOver(agent)]
-        return []
+            return [HandOver(agent, stay=False), Leave(self.end_reason)]
+        self.state = State.MONITORING
+        self.quiet_since = None if self.live_agents else now
+        return [HandOver(agent)]
+
+    def _hang_up_and_leave(self, reason: str) -> list[Action]:
+        self.state = State.DONE
+        self.end_reason = reason
+        return [HangUp(reason), Leave(reason)]
 
     def _media_action(self) -> list[Action]:
         t = self.timers

@@ -105,11 +105,17 @@ class Settings(BaseSettings):
     # hang up, or transfer to HOLD_TRANSFER_TARGET.
     media_action: Literal["none", "hangup", "transfer"] = "none"
     media_action_after_s: float = Field(15.0, gt=0.0, le=3600.0)
-    # Stay in the room after the handoff, silent, watching the caller's media;
-    # hold audio comes back if every human agent leaves.
+    # After the handoff the worker stays in the room (no track, no media, only
+    # room events) and brings hold audio back if every human agent leaves.
+    # Also keep watching the caller's media for one-way audio:
     monitor_after_handoff: bool = False
-    # Stay (silent) this long after the fade: an agent who drops or mutes at
-    # once gets the caller back on hold instead of leaving them alone.
+    # ... or leave the room after the settle time (the old behaviour).
+    leave_after_handoff: bool = False
+    # After the handoff, agents present but none with live audio for this long
+    # count as gone: hold audio comes back. 0 = only when every agent left.
+    agent_quiet_s: float = Field(30.0, ge=0.0, le=3600.0)
+    # Stay (silent, hold track still published) this long after the fade: an
+    # agent who drops or mutes at once gets the caller back on hold at once.
     handoff_settle_s: float = Field(3.0, ge=0.0, le=60.0)
 
     @field_validator("chunk_ms")

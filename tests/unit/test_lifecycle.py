@@ -13,11 +13,13 @@ from worker.lifecycle import (
     FadeDone,
     HandOver,
     HangUp,
+    HoldFailed,
     Leave,
     MediaHealth,
     RepublishHold,
     ResumeHold,
     RoomClosed,
+    Settle,
     StartFade,
     State,
     StateChanged,
@@ -165,22 +167,32 @@ def test_holding_second_caller_join_is_ignored() -> None:
 # ---- HANDING_OFF -----------------------------------------------------------
 
 
-def test_handoff_completes_on_fade_done() -> None:
+def test_handoff_without_settle_hands_over_and_stays() -> None:
     m, fid = handing_off(handoff_settle=0.0)
     acts = m.handle(FadeDone(fid), 5.4)
-    assert kinds(acts) == [StateChanged, HandOver]
-    assert m.state is State.DONE and "agent-1" in m.end_reason
+    assert acts == [StateChanged(State.MONITORING, State.HANDING_OFF), HandOver("agent-1")]
+    assert m.state is State.MONITORING
 
 
-def test_handoff_settles_then_leaves() -> None:
-    """Default: silent in the room for handoff_settle s after the fade, then leave."""
+def test_handoff_settles_then_stays_in_the_room() -> None:
+    """Default: silent (track still published) for handoff_settle s after the
+    fade, then hand over (unpublish) and stay."""
     m, fid = handing_off()
     acts = m.handle(FadeDone(fid), 5.4)
-    assert kinds(acts) == [StateChanged, HandOver] and acts[-1] == HandOver("agent-1", stay=True)
-    assert m.state is State.MONITORING and m.next_deadline() == 5.4 + 3.0
+    assert acts == [StateChanged(State.SETTLING, State.HANDING_OFF), Settle("agent-1")]
+    assert m.state is State.SETTLING and m.next_deadline() == 5.4 + 3.0
     assert m.handle(Tick(), 6.0) == []
     acts = m.handle(Tick(), 8.4)
-    assert kinds(acts) == [StateChanged, Leave]
+    assert acts == [StateChanged(State.MONITORING, State.SETTLING), HandOver("agent-1")]
+    assert m.state is State.MONITORING
+
+
+def test_leave_after_handoff_is_the_old_behaviour() -> None:
+    m, fid = handing_off(leave_after_handoff=True)
+    m.handle(FadeDone(fid), 5.4)
+    acts = m.handle(Tick(), 8.4)
+    assert kinds(acts) == [StateChanged, HandOver, Leave]
+    assert acts[1] == HandOver("agent-1", stay=False)
     assert m.state is State.DONE and m.end_reason == "handed over to agent-1"
 
 
@@ -190,9 +202,48 @@ def test_agent_drops_right_after_the_handoff_gets_the_caller_back_on_hold() -> N
         m.handle(AgentPresence("agent-1", present=True), 5.0)
         m.handle(FadeDone(fid), 5.4)
         acts = m.handle(gone, 5.9)
-        assert kinds(acts) == [StateChanged, RepublishHold], gone
+        assert kinds(acts) == [StateChanged, ResumeHold], gone
         assert m.state is State.HOLDING and m.settle_until is None
         assert m.hold_started_at == 5.9
+
+
+def test_settling_live_agent_leaves_while_another_is_present_but_muted() -> None:
+    """Defect 3: agent A live and leaving, agent B present and muted: the
+    caller gets hold back (it used to settle, leave and strand them)."""
+    m = holding()
+    m.handle(AgentPresence("agent-a", True), 2.0)
+    m.handle(AgentPresence("agent-b", True), 2.0)
+    acts = m.handle(AgentAudio("agent-a", live=True), 3.0)
+    fid = next(a for a in acts if isinstance(a, StartFade)).fade_id
+    m.handle(FadeDone(fid), 3.4)
+    assert m.state is State.SETTLING
+    acts = m.handle(AgentPresence("agent-a", present=False), 4.0)
+    assert kinds(acts) == [StateChanged, ResumeHold]
+    assert m.state is State.HOLDING
+
+
+def test_holding_fades_for_an_agent_live_before_hold_came_back() -> None:
+    """Defect 2: back on hold with an agent whose audio is live already:
+    the next event of any kind starts the fade."""
+    m = monitoring()
+    m.handle(AgentAudio("agent-2", live=True), 6.0)  # recognised late, no presence event
+    acts = m.handle(AgentPresence("agent-1", False), 7.0)
+    assert m.state is State.MONITORING and acts == []  # agent-2 is live: no hold
+    m.handle(AgentAudio("agent-2", live=False), 8.0)
+    acts = m.handle(AgentPresence("agent-2", False), 8.5)
+    assert kinds(acts) == [StateChanged, RepublishHold]
+    m.handle(AgentAudio("agent-3", live=True), 9.0)
+    assert m.state is State.HANDING_OFF
+
+
+def test_hold_failed_hangs_up_now_or_when_the_caller_arrives() -> None:
+    m = holding()
+    acts = m.handle(HoldFailed("publish failed"), 2.0)
+    assert kinds(acts) == [StateChanged, HangUp, Leave]
+    m = lc()
+    assert m.handle(HoldFailed("publish failed"), 0.5) == []
+    acts = m.handle(CallerJoined("sip_1"), 1.0)
+    assert kinds(acts) == [StateChanged, HangUp, Leave] and m.state is State.DONE
 
 
 def test_handoff_agent_mutes_again_resumes_hold_and_old_fade_is_stale() -> None:
@@ -213,7 +264,7 @@ def test_handoff_two_agents_one_mutes_fade_continues() -> None:
     assert m.handle(AgentAudio("agent-1", live=False), 5.2) == []
     assert m.state is State.HANDING_OFF
     acts = m.handle(FadeDone(fid), 5.4)
-    assert acts[-1] == HandOver("agent-2", stay=True)
+    assert acts[-1] == Settle("agent-2")
 
 
 def test_handoff_hangup_during_fade() -> None:
@@ -273,8 +324,8 @@ def test_done_ignores_everything(event: object) -> None:
 # ---- monitor mode and media actions ------------------------------------------
 
 
-def monitoring() -> CallLifecycle:
-    m = holding(monitor_after_handoff=True)
+def monitoring(**timers: object) -> CallLifecycle:
+    m = holding(handoff_settle=0.0, **timers)
     m.handle(AgentPresence("agent-1", True), 4.0)
     acts = m.handle(AgentAudio("agent-1", live=True), 5.0)
     fid = next(a for a in acts if isinstance(a, StartFade)).fade_id
@@ -286,8 +337,21 @@ def monitoring() -> CallLifecycle:
 
 def test_monitor_mode_stays_after_handoff() -> None:
     m = monitoring()
-    assert m.handle(AgentAudio("agent-1", live=False), 6.0) == []  # a mute changes nothing
+    assert m.handle(AgentAudio("agent-1", live=False), 6.0) == []  # a mute is not a leave
     assert m.state is State.MONITORING
+
+
+def test_monitoring_agent_quiet_too_long_brings_hold_back() -> None:
+    m = monitoring(agent_quiet_after=20.0)
+    m.handle(AgentAudio("agent-1", live=False), 6.0)
+    assert m.next_deadline() == 26.0
+    assert m.handle(Tick(), 25.9) == []
+    acts = m.handle(Tick(), 26.0)
+    assert kinds(acts) == [StateChanged, RepublishHold]
+    m = monitoring(agent_quiet_after=20.0)
+    m.handle(AgentAudio("agent-1", live=False), 6.0)
+    m.handle(AgentAudio("agent-1", live=True), 10.0)  # unmuted in time
+    assert m.next_deadline() is None and m.state is State.MONITORING
 
 
 def test_monitor_mode_resumes_hold_when_every_agent_left() -> None:

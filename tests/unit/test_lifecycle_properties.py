@@ -49,7 +49,9 @@ timers = st.builds(
     max_wait=st.sampled_from([0.0, 1.0, 30.0]),
     max_wait_action=st.sampled_from(["hangup", "transfer"]),
     transfer_target=st.sampled_from(["", "tel:+15550111"]),
-    monitor_after_handoff=st.booleans(),
+    handoff_settle=st.sampled_from([0.0, 0.5, 3.0]),
+    leave_after_handoff=st.booleans(),
+    agent_quiet_after=st.sampled_from([0.0, 5.0, 30.0]),
     media_action=st.sampled_from(["none", "hangup", "transfer"]),
     media_action_after=st.floats(0.5, 30),
 )
@@ -86,7 +88,13 @@ def check_action(lc: CallLifecycle, a: object, live: set[str]) -> None:
     if isinstance(a, Transfer):
         assert a.target.startswith(("tel:", "sip:"))
     if isinstance(a, HandOver | HangUp | Leave | Transfer):
-        assert lc.state in (State.DONE, State.MONITORING, State.HOLDING, State.HANDING_OFF)
+        assert lc.state in (
+            State.DONE,
+            State.SETTLING,
+            State.MONITORING,
+            State.HOLDING,
+            State.HANDING_OFF,
+        )
 
 
 @settings(max_examples=400, deadline=None)
@@ -109,10 +117,11 @@ def test_every_sequence_ends_when_the_caller_or_room_goes(
         assert deadline is not None
         lc.handle(Tick(), max(deadline, now + 1))
     assert lc.state is State.DONE
-    assert lc.next_deadline() is None or lc.state is State.DONE
-    # and DONE is final: nothing brings it back
+    assert lc.end_reason, "every ended call says why"
+    # and DONE is final: no timer left, and no event brings it back or acts
+    assert lc.next_deadline() is None
     for ev, _ in seq:
-        lc.handle(ev, now + 2)
+        assert lc.handle(ev, now + 2) == []
         assert lc.state is State.DONE
 
 
@@ -122,7 +131,8 @@ def test_a_caller_with_no_agent_is_never_left_without_hold_or_a_timer(
     t: Timers, seq: list[tuple[Event, float]]
 ) -> None:
     """Without any live agent, a call is HOLDING (hold audio on), WAITING with a
-    deadline, or DONE; never HANDING_OFF or MONITORING with nobody to talk to."""
+    deadline, or DONE; never HANDING_OFF, SETTLING or MONITORING with nobody
+    to talk to."""
     lc = CallLifecycle(started_at=0.0, timers=t)
     now = drive(lc, seq, 0.0)
     for a in AGENTS:  # every agent goes away

@@ -144,19 +144,26 @@ class GainRamp:
 
     `apply(chunk)` multiplies the chunk in place by the current gain curve
     and advances it. Used for the handoff fade (1 -> 0) and for resuming hold
-    audio (0 -> 1) if the agent mutes again during the fade.
+    audio (0 -> 1) if the agent mutes again during the fade. `rewind(n)` steps
+    the curve back with the program when queued audio is dropped, so a new
+    ramp starts from the gain the caller is hearing, not from the gain of the
+    last sample rendered (which may be a whole chunk further along).
     """
 
     def __init__(self, gain: float = 1.0) -> None:
-        self._gain = float(gain)
+        self._start = float(gain)
         self._target = float(gain)
         self._curve: Audio = np.zeros(0, dtype=np.float32)
-        self._start = self._gain
-        self._done = 0
+        self._pos = 0  # samples rendered since the ramp started
 
     @property
     def gain(self) -> float:
-        return self._gain
+        """The gain of the next sample to render."""
+        if self._pos <= 0 or self._curve.shape[0] == 0:
+            return self._start if self._pos <= 0 else self._target
+        if self._pos >= self._curve.shape[0]:
+            return self._target
+        return float(self._curve[self._pos - 1])
 
     @property
     def target(self) -> float:
@@ -164,43 +171,44 @@ class GainRamp:
 
     @property
     def settled(self) -> bool:
-        return bool(self._done >= self._curve.shape[0])
+        return bool(self._pos >= self._curve.shape[0])
 
     def ramp_to(self, target: float, samples: int) -> None:
         """Start moving from the current gain to `target` over `samples` samples."""
-        self._start = self._gain
+        start = self.gain
+        self._start = start
         self._target = float(target)
-        if samples <= 0 or self._start == self._target:
-            self._gain = self._target
+        self._pos = 0
+        if samples <= 0 or start == self._target:
+            self._start = self._target
             self._curve = np.zeros(0, dtype=np.float32)
-            self._done = 0
             return
         # Map the equal-power shape onto [start, target]: falling uses cos,
-        # rising uses sin, both over the whole length.
-        if self._target < self._start:
-            shape = equal_power_out(samples)  # 1 -> 0
-            self._curve = (self._target + (self._start - self._target) * shape).astype(np.float32)
+        # rising uses sin. The length is scaled by the distance to go, so the
+        # steepest per-sample step never exceeds that of a full 0 <-> 1 ramp
+        # of `samples` (no click when a fade turns around half way).
+        n = max(1, round(samples * abs(self._target - start)))
+        if self._target < start:
+            shape = equal_power_out(n)  # 1 -> 0
+            self._curve = (self._target + (start - self._target) * shape).astype(np.float32)
         else:
-            shape = equal_power_in(samples)  # 0 -> 1
-            self._curve = (self._start + (self._target - self._start) * shape).astype(np.float32)
-        self._done = 0
+            shape = equal_power_in(n)  # 0 -> 1
+            self._curve = (start + (self._target - start) * shape).astype(np.float32)
+
+    def rewind(self, n: int) -> None:
+        """Step back n samples (never before the start of the current ramp)."""
+        self._pos = max(0, self._pos - n)
 
     def apply(self, chunk: Audio) -> Audio:
         n = chunk.shape[0]
-        remaining = self._curve.shape[0] - self._done
-        if remaining <= 0:
-            if self._gain != 1.0:
-                chunk *= np.float32(self._gain)
-            return chunk
-        k = min(n, remaining)
-        chunk[:k] *= self._curve[self._done : self._done + k]
-        self._done += k
-        if self._done >= self._curve.shape[0]:
-            self._gain = self._target
-            if k < n:
-                chunk[k:] *= np.float32(self._gain)
-        else:
-            self._gain = float(self._curve[self._done - 1])
+        size = self._curve.shape[0]
+        k = max(0, min(n, size - self._pos))
+        if k:
+            chunk[:k] *= self._curve[self._pos : self._pos + k]
+        if k < n:
+            if self._target != 1.0:
+                chunk[k:] *= np.float32(self._target)
+        self._pos += n
         return chunk
 
 

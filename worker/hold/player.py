@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from livekit import rtc
 
@@ -28,15 +30,38 @@ from .dsp import GainRamp, float_to_int16
 from .program import Announcement, HoldProgram
 
 TRACK_NAME = "hold-audio"
+logger = logging.getLogger("hold-worker.player")
+
+
+class Source(Protocol):
+    """What the player needs of an rtc.AudioSource (a fake one in tests)."""
+
+    @property
+    def queued_duration(self) -> float: ...
+    def clear_queue(self) -> None: ...
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+def rtc_source(chunk_ms: int) -> tuple[Source, rtc.LocalAudioTrack]:
+    # Room for the two chunks we keep queued plus slack, so capture_frame
+    # returns at once and never waits for space.
+    source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=4 * chunk_ms)
+    return source, rtc.LocalAudioTrack.create_audio_track(TRACK_NAME, source)
 
 
 class HoldPlayer:
-    def __init__(self, audio: HoldAudio, *, chunk_ms: int = 100) -> None:
+    def __init__(
+        self,
+        audio: HoldAudio,
+        *,
+        chunk_ms: int = 100,
+        make_source: Callable[[int], tuple[Source, rtc.LocalAudioTrack]] = rtc_source,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._chunk = SAMPLE_RATE * chunk_ms // 1000
-        # Room for the two chunks we keep queued plus slack, so capture_frame
-        # returns at once and never waits for space.
-        self._source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=4 * chunk_ms)
-        self.track = rtc.LocalAudioTrack.create_audio_track(TRACK_NAME, self._source)
+        self._source, self.track = make_source(chunk_ms)
+        self._on_failure = on_failure
         # What the caller hears (music, store switch, announcements), rendered
         # from one sample clock so a rewind re-renders exactly.
         self._program = HoldProgram(audio.samples)
@@ -46,16 +71,31 @@ class HoldPlayer:
         self._task: asyncio.Task[None] | None = None
         self.frames_pushed = 0
 
-    @property
-    def chunk_samples(self) -> int:
-        return self._chunk
-
-    def start(self, fade_in_ms: int = 0) -> None:
+    def start(self, fade_in_ms: int = 0, *, silent: bool = False) -> None:
+        """Start pushing audio: at full level, faded in (coming back after a
+        handoff: no jump to full level), or silent (a replacement player
+        under a live agent, ready to resume)."""
         if self._task is None:
-            if fade_in_ms > 0:  # coming back after a handoff: no jump to full level
+            if silent:
+                self._gain = GainRamp(0.0)
+            elif fade_in_ms > 0:
                 self._gain = GainRamp(0.0)
                 self._gain.ramp_to(1.0, SAMPLE_RATE * fade_in_ms // 1000)
-            self._task = asyncio.create_task(self._run(), name="hold-player")
+            self._task = asyncio.create_task(self._supervised(), name="hold-player")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _supervised(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the caller would hear silence: say so at once
+            logger.error(f"hold audio stopped: {type(e).__name__}: {e}")
+            if self._on_failure is not None:
+                self._on_failure(e)
 
     async def _run(self) -> None:
         low_water = self._chunk / SAMPLE_RATE
@@ -85,13 +125,19 @@ class HoldPlayer:
     async def _restart(self, target_gain: float, fade_ms: int) -> None:
         """Drop queued audio, rewind to the sample being heard now, and push
         the first chunk of the new gain curve at once."""
-        queued = round(self._source.queued_duration * SAMPLE_RATE)
-        self._source.clear_queue()
-        self._program.rewind(queued)
+        self._drop_queued()
         self._gain.ramp_to(target_gain, SAMPLE_RATE * fade_ms // 1000)
         self._silent.clear()
         await self._push_chunk()
         self._wake.set()
+
+    def _drop_queued(self) -> None:
+        """Drop what is queued and step program and gain back by as much, so
+        the next chunk continues from the sample the caller is hearing."""
+        queued = round(self._source.queued_duration * SAMPLE_RATE)
+        self._source.clear_queue()
+        self._program.rewind(queued)
+        self._gain.rewind(queued)
 
     async def _apply_now(self, change: Callable[[], None]) -> None:
         """Make a program change audible from the sample being heard now: drop
@@ -99,9 +145,7 @@ class HoldPlayer:
         if self._task is None or not self._gain.settled or self._gain.target != 1.0:
             change()  # not playing yet, or fading: it comes with the next chunk
             return
-        queued = round(self._source.queued_duration * SAMPLE_RATE)
-        self._source.clear_queue()
-        self._program.rewind(queued)
+        self._drop_queued()
         change()
         await self._push_chunk()
         self._wake.set()
@@ -128,9 +172,13 @@ class HoldPlayer:
         await self._restart(1.0, fade_ms)
 
     async def aclose(self) -> None:
+        """Stop and release; never raises (teardown must go on)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._source.aclose()
+        try:
+            await self._source.aclose()
+        except Exception as e:
+            logger.warning(f"closing the hold audio source failed: {e}")
