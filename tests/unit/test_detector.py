@@ -124,6 +124,79 @@ def test_nothing_flagged_while_settling() -> None:
     assert changes == []
 
 
+def test_replaced_track_is_a_fresh_baseline_not_a_stop() -> None:
+    """Defect 9b: a new caller track restarts its packet counter; its lower
+    count is packets flowing on the new track, not 'no packets'."""
+    d = OneWayDetector(joined_at=0.0)
+    old = [MediaSample(25 * (i + 1), 5, 120, True, track_sid="TR_a") for i in range(40)]
+    new = [MediaSample(25 * (i + 1), 5, 120, True, track_sid="TR_b") for i in range(40)]
+    changes = run(d, old + new)  # 1000 packets, then a new track from 25
+    assert first(changes, Inbound.STOPPED) is None
+    assert d.verdict.inbound is Inbound.OK
+
+
+def test_counter_going_backwards_is_a_fresh_baseline() -> None:
+    """The caller's track is renegotiated: 3.5 s without a track, then a new
+    one whose first read (25 packets, below the old 500) is packets flowing.
+    Before the fix that read counted as "no new packet" and the call was
+    flagged `stopped` at 14.0 s, with media_action=hangup a healthy caller."""
+    d = OneWayDetector(joined_at=0.0)
+    a = flowing(20)  # up to 500 at 10 s
+    gap = [MediaSample(None, 0, 0, True)] * 7  # 10.5 .. 13.5 s: no caller track
+    b = flowing(20)  # counting again from 25, from 14.0 s (no track sid given)
+    assert first(run(d, a + gap + b), Inbound.STOPPED) is None
+    assert d.verdict.inbound is Inbound.OK
+
+
+def test_a_new_track_that_stays_at_zero_is_still_a_stop() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    old = [MediaSample(25 * (i + 1), 5, 120, True, track_sid="TR_a") for i in range(20)]
+    dead = [MediaSample(0, 0, 0, True, track_sid="TR_b")] * 16
+    t = first(run(d, old + dead), Inbound.STOPPED)
+    assert t is not None and t - 10.0 <= 4.5
+
+
+def test_failed_stats_read_is_unknown_not_no_packets() -> None:
+    """Defect 9c: a failed get_stats changes no timer and no verdict."""
+    d = OneWayDetector(joined_at=0.0)
+    good = flowing(20)  # 10 s
+    failed = [MediaSample(None, 5, 120, True, stats_failed=True)] * 20  # 10 s unknown
+    changes = run(d, good + failed)
+    assert [v.inbound for _, v in changes] == [Inbound.OK]
+    # and a failed read before any packet does not make "missing" either
+    d2 = OneWayDetector(joined_at=0.0)
+    assert run(d2, [MediaSample(None, stats_failed=True, outbound_subscribed=True)] * 20) == []
+
+
+def test_failed_reads_then_a_read_without_growth_is_a_stop() -> None:
+    """The counter is cumulative: a good read after failures that shows no new
+    packet proves none came in the meantime."""
+    d = OneWayDetector(joined_at=0.0)
+    good = flowing(20)
+    last = good[-1].packets_received
+    failed = [MediaSample(None, stats_failed=True, outbound_subscribed=True)] * 10
+    same = [MediaSample(last, 0, 0, True)]
+    changes = run(d, good + failed + same)
+    assert changes[-1][1].inbound is Inbound.STOPPED and changes[-1][0] == 15.5
+
+
+def test_outbound_subscription_not_provably_the_callers_is_unknown() -> None:
+    """Defect 9a (detector side): a subscription that cannot be attributed to
+    the caller is neither ok nor flagged."""
+    d = OneWayDetector(joined_at=0.0)
+    samples = [
+        MediaSample(25 * (i + 1), 5, 120, outbound_subscribed=None if i > 2 else False)
+        for i in range(20)
+    ]
+    changes = run(d, samples)
+    assert first(changes, Outbound.NOT_SUBSCRIBED) is None
+    assert d.verdict.outbound is Outbound.UNKNOWN and d.verdict.name == "ok"
+    d.update(MediaSample(1000, 5, 120, outbound_subscribed=True), 20.0)
+    assert d.verdict.outbound is Outbound.OK  # confirmed later: ok, and it sticks
+    d.update(MediaSample(1025, 5, 120, outbound_subscribed=None), 20.5)
+    assert d.verdict.outbound is Outbound.OK
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
@@ -144,13 +217,32 @@ def test_quiet_but_flowing_never_flagged(steps) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(-5, 40), st.booleans(), st.booleans()), max_size=200))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-5, 40),
+            st.booleans(),
+            st.sampled_from([False, None, True]),
+            st.sampled_from(["TR_a", "TR_b", None]),
+            st.booleans(),
+        ),
+        max_size=200,
+    )
+)
 def test_any_sequence_never_raises(steps) -> None:
     d = OneWayDetector(joined_at=0.0)
     packets = 0
-    for i, (inc, nz, sub) in enumerate(steps):
+    for i, (inc, nz, sub, sid, failed) in enumerate(steps):
         packets = max(0, packets + inc)
-        d.update(MediaSample(packets if inc % 7 else None, 5, 50 if nz else 0, sub), (i + 1) * STEP)
+        sample = MediaSample(
+            packets if inc % 7 else None,
+            5,
+            50 if nz else 0,
+            sub,
+            track_sid=sid,
+            stats_failed=failed and inc % 3 == 0,
+        )
+        d.update(sample, (i + 1) * STEP)
         assert d.verdict.name in (
             "ok",
             "pending",

@@ -6,7 +6,7 @@ audio looked like since the previous sample (any frames, any non-zero
 sample). This module turns that sequence into verdicts with reasons:
 
     inbound:  ok | missing | stopped | silent        (pending before it knows)
-    outbound: ok | not_subscribed                    (pending before it knows)
+    outbound: ok | not_subscribed | unknown          (pending before it knows)
 
 - missing:  no inbound packet since the caller joined, for `missing_after_s`;
 - stopped:  packets flowed, then none for `stopped_after_s`;
@@ -19,10 +19,19 @@ sample). This module turns that sequence into verdicts with reasons:
             `silence_peak_lsb` (4 LSB, about -78 dBFS), and a quiet caller
             is never "silent";
 - not_subscribed: the SIP participant has not subscribed to our hold track
-            `outbound_after_s` after joining, so the caller hears nothing.
+            `outbound_after_s` after joining, so the caller hears nothing;
+- unknown:  the hold track was subscribed, but not provably by the caller (the
+            SDK reports only that a track got its first subscriber, not who;
+            see monitor.py): never flagged, never confirmed.
 
 Nothing is flagged during `settle_s` after the caller joined, while the media
 path is still being set up. A verdict goes back to ok as soon as media does.
+
+The packet count is cumulative per track. A count that goes backwards or a new
+track sid (the caller's track replaced) starts a fresh baseline: packets seen
+on the new track count as flowing, and its lower count is not read as "no
+packets". A sample whose statistics could not be read (`stats_failed`) is
+unknown: it changes no timer and no verdict (its audio levels still count).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ class Outbound(StrEnum):
     PENDING = "pending"
     OK = "ok"
     NOT_SUBSCRIBED = "not_subscribed"
+    UNKNOWN = "unknown"  # subscribed, but not provably by the caller
 
 
 # The verdict names used in logs, data messages and metrics.
@@ -72,7 +82,11 @@ class MediaSample:
     packets_received: int | None  # cumulative inbound RTP packets; None: no stats yet
     audio_frames: int = 0  # decoded frames since the previous sample
     peak: int = 0  # largest |sample| (16-bit, 8 kHz) in those frames
-    outbound_subscribed: bool = False  # the SIP participant subscribes to our track
+    # True: the SIP participant subscribed to our track; None: someone did,
+    # but it cannot be told whether it was the caller; False: nobody yet.
+    outbound_subscribed: bool | None = False
+    track_sid: str | None = None  # the caller's track the packet count is from
+    stats_failed: bool = False  # the statistics read failed: packet count unknown
 
 
 @dataclass(frozen=True)
@@ -96,27 +110,40 @@ class OneWayDetector:
     joined_at: float  # when the caller's SIP participant joined (answer)
     thresholds: Thresholds = field(default_factory=Thresholds)
     _last_packets: int | None = None
+    _last_sid: str | None = None  # the track _last_packets counts on
     _last_packet_at: float | None = None  # when the packet count last grew
     _first_packet_at: float | None = None
     _last_audible_at: float | None = None
     _subscribed: bool = False
+    _subscribed_unknown: bool = False
     verdict: Verdict = field(
         default_factory=lambda: Verdict(Inbound.PENDING, Outbound.PENDING, "settling")
     )
 
     def update(self, sample: MediaSample, now: float) -> Verdict | None:
         """Feed one sample; returns the new verdict if it changed, else None."""
-        if sample.packets_received is not None:
-            grew = self._last_packets is None or sample.packets_received > self._last_packets
-            if grew and sample.packets_received > 0:
-                self._last_packet_at = now
-                if self._first_packet_at is None:
-                    self._first_packet_at = now
-            self._last_packets = sample.packets_received
         # A window without frames says nothing about silence: count it audible.
         if sample.audio_frames == 0 or sample.peak > self.thresholds.silence_peak_lsb:
             self._last_audible_at = now
-        self._subscribed = self._subscribed or sample.outbound_subscribed
+        if sample.outbound_subscribed is True:
+            self._subscribed = True
+        elif sample.outbound_subscribed is None:
+            self._subscribed_unknown = True
+        if sample.stats_failed:
+            return None  # unknown: keep the judgement, move no timer
+        n = sample.packets_received
+        if n is not None:
+            fresh = (
+                self._last_packets is None
+                or n < self._last_packets  # the counter restarted
+                or (sample.track_sid is not None and sample.track_sid != self._last_sid)
+            )
+            if (fresh or n > (self._last_packets or 0)) and n > 0:
+                self._last_packet_at = now
+                if self._first_packet_at is None:
+                    self._first_packet_at = now
+            self._last_packets = n
+            self._last_sid = sample.track_sid
         new = self._judge(now)
         # a change of state, not of wording ("for 4.5 s" -> "for 5.0 s")
         if (new.inbound, new.outbound) != (self.verdict.inbound, self.verdict.outbound):
@@ -152,6 +179,9 @@ class OneWayDetector:
 
         if self._subscribed:
             outbound = Outbound.OK
+        elif self._subscribed_unknown:
+            outbound = Outbound.UNKNOWN
+            why += "; the hold track was subscribed, but not provably by the caller"
         elif since_join >= t.outbound_after_s:
             outbound = Outbound.NOT_SUBSCRIBED
             why += f"; the caller has not subscribed to the hold audio in {since_join:.1f} s"

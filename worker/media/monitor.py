@@ -3,20 +3,40 @@
 Inbound: the caller's (SIP participant's) audio track, twice a second:
 WebRTC inbound-rtp statistics from `track.get_stats()` and the levels of the
 decoded audio, read through an rtc.AudioStream at 8 kHz (the caller's own
-rate: G.711) in 200 ms frames, 5 events a second per call.
-Outbound: whether anyone (before the agent joins: the SIP participant, i.e.
-livekit-sip) has subscribed to our hold track.
+rate: G.711) in 200 ms frames, 5 events a second per call. A replaced caller
+track is followed (its packet counter starts again: the detector takes a new
+track sid as a fresh baseline); a statistics read that fails is "unknown"
+(the detector keeps its judgement), never "no packets".
 
-Thin by design: the decisions are in detector.py.
+Outbound: whether the caller (the SIP participant, i.e. livekit-sip) has
+subscribed to our hold track. The SDK cannot say who subscribed: the only
+signal is the room's `local_track_subscribed`, which carries the track alone
+and which livekit-server sends once per published track, for its first
+subscriber (`OnTrackEverSubscribed`); the WebRTC statistics of our track
+(outbound-rtp, remote-inbound-rtp) are of our leg to the SFU and name no
+subscriber either. So the monitor attributes that event to the caller only
+when, as it arrives, the caller is in the room and no other remote participant
+is (nobody else could have been the subscriber): outbound `ok`. A first
+subscription seen while anyone else is there (a web-app observer, an agent),
+or before the monitor started (read from the publication, see
+`_already_subscribed`), cannot be attributed: outbound `unknown`, which is
+never flagged and never confirmed. Limits: hidden participants (egress,
+recorders) are not in `remote_participants`, and a participant who subscribed
+and left before the event was handled is not seen; either would make a first
+subscription read as the caller's.
+
+Thin by design: the decisions are in detector.py. Testable without a server:
+`room` is anything with on/off/remote_participants/local_participant, tracks
+anything with sid/kind/get_stats, and `levels` replaces the AudioStream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from livekit import rtc
@@ -29,6 +49,17 @@ logger = logging.getLogger("hold-worker.media")
 POLL_S = 0.5
 FRAME_MS = 200
 RATE = 8000
+
+
+class RoomLike(Protocol):
+    """What the monitor needs of an rtc.Room (a fake in the unit tests)."""
+
+    def on(self, event: Any, callback: Any = None) -> Any: ...
+    def off(self, event: Any, callback: Any) -> None: ...
+    @property
+    def remote_participants(self) -> Mapping[str, Any]: ...
+    @property
+    def local_participant(self) -> Any: ...
 
 
 @dataclass
@@ -56,92 +87,178 @@ def inbound_stats(stats: list[rtc.stats.RtcStats]) -> InboundStats | None:
     return None
 
 
+async def audio_levels(track: Any) -> AsyncIterator[np.ndarray]:
+    """The caller's decoded audio, 8 kHz mono int16, one array per 200 ms frame."""
+    stream = rtc.AudioStream.from_track(
+        track=track, sample_rate=RATE, num_channels=1, frame_size_ms=FRAME_MS
+    )
+    try:
+        async for ev in stream:
+            yield np.frombuffer(ev.frame.data, dtype=np.int16)
+    finally:
+        await stream.aclose()
+
+
+def _is_audio(track: Any) -> bool:
+    return track is not None and getattr(track, "kind", None) == rtc.TrackKind.KIND_AUDIO
+
+
 class MediaMonitor:
     def __init__(
         self,
-        room: rtc.Room,
+        room: RoomLike,
         caller_identity: str,
         *,
         joined_at: float,
         thresholds: Thresholds,
         clock: Callable[[], float],
         on_verdict: Callable[[Verdict, InboundStats | None, LevelWindow], None],
+        poll_s: float = POLL_S,
+        levels: Callable[[Any], AsyncIterator[np.ndarray]] = audio_levels,
     ) -> None:
         self.room = room
         self.caller_identity = caller_identity
         self.clock = clock
         self.detector = OneWayDetector(joined_at=joined_at, thresholds=thresholds)
         self._on_verdict = on_verdict
+        self._poll_s = poll_s
+        self._levels = levels
         self._window = LevelWindow()
-        self._track: rtc.RemoteAudioTrack | None = None
+        self._track: Any = None  # the caller's audio track being watched
         self._stream_task: asyncio.Task[None] | None = None
-        self._poll_task: asyncio.Task[None] | None = None
-        self.outbound_subscribed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stats_failing = False
+        # True: the caller subscribed to our track; None: someone did, not
+        # provably the caller; False: no subscription seen (module docstring).
+        self.outbound_subscribed: bool | None = False
         self.last_stats: InboundStats | None = None
 
     def start(self) -> None:
         self.room.on("track_subscribed", self._on_track_subscribed)
+        self.room.on("track_unsubscribed", self._on_track_unsubscribed)
         self.room.on("local_track_subscribed", self._on_local_track_subscribed)
+        if self._already_subscribed():
+            self.outbound_subscribed = None  # before we looked: whose, unknown
         caller = self.room.remote_participants.get(self.caller_identity)
         if caller is not None:
             for pub in caller.track_publications.values():
-                if isinstance(pub.track, rtc.RemoteAudioTrack):
+                if _is_audio(pub.track):
                     self._watch(pub.track)
-        self._poll_task = asyncio.create_task(self._poll(), name="media-poll")
+        self._spawn(self._poll(), "media-poll")
 
-    def _on_track_subscribed(
-        self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
-    ) -> None:
-        if p.identity == self.caller_identity and isinstance(track, rtc.RemoteAudioTrack):
+    def _already_subscribed(self) -> bool:
+        """Whether a track of ours had its first subscriber before start().
+
+        Read from the SDK's LocalTrackPublication._first_subscription (the
+        future behind wait_for_subscription(); no public flag exists); False
+        if the SDK no longer has it."""
+        for pub in self.room.local_participant.track_publications.values():
+            first = getattr(pub, "_first_subscription", None)
+            if isinstance(first, asyncio.Future) and first.done():
+                return True
+        return False
+
+    # ---- room events --------------------------------------------------------
+
+    def _on_track_subscribed(self, track: Any, _pub: Any, p: Any) -> None:
+        if p.identity == self.caller_identity and _is_audio(track):
             self._watch(track)
 
-    def _on_local_track_subscribed(self, _track: rtc.Track) -> None:
-        self.outbound_subscribed = True
+    def _on_track_unsubscribed(self, track: Any, _pub: Any, p: Any) -> None:
+        if p.identity != self.caller_identity or self._track is None:
+            return
+        if getattr(track, "sid", None) == self._track.sid:
+            self._track = None  # no caller track: no packets (a new one is a new baseline)
+            if self._stream_task is not None:
+                self._stream_task.cancel()
+                self._stream_task = None
 
-    def _watch(self, track: rtc.RemoteAudioTrack) -> None:
+    def _on_local_track_subscribed(self, _track: Any) -> None:
+        """Our track's first subscriber: the caller's only if nobody else could be."""
+        others = [i for i in self.room.remote_participants if i != self.caller_identity]
+        caller_here = self.caller_identity in self.room.remote_participants
+        if caller_here and not others:
+            self.outbound_subscribed = True
+        elif self.outbound_subscribed is not True:
+            self.outbound_subscribed = None
+            logger.info(
+                "hold track subscribed, not provably by the caller "
+                f"({len(others)} other participant(s) in the room): outbound unknown"
+            )
+
+    # ---- tasks --------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(f"media monitor task {task.get_name()} failed", exc_info=task.exception())
+
+    def _watch(self, track: Any) -> None:
         if self._track is not None and self._track.sid == track.sid:
             return
         self._track = track
         if self._stream_task is not None:
             self._stream_task.cancel()
-        self._stream_task = asyncio.create_task(self._read(track), name="media-levels")
+        self._stream_task = self._spawn(self._read(track), "media-levels")
 
-    async def _read(self, track: rtc.RemoteAudioTrack) -> None:
-        stream = rtc.AudioStream.from_track(
-            track=track, sample_rate=RATE, num_channels=1, frame_size_ms=FRAME_MS
-        )
-        try:
-            async for ev in stream:
-                self._window.add(np.frombuffer(ev.frame.data, dtype=np.int16))
-        finally:
-            await stream.aclose()
+    async def _read(self, track: Any) -> None:
+        async for samples in self._levels(track):
+            if track is self._track:
+                self._window.add(samples)
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(POLL_S)
-            stats: InboundStats | None = None
-            if self._track is not None:
-                try:
-                    stats = inbound_stats(await self._track.get_stats())
-                except Exception as e:  # stats are best effort; the detector copes with None
-                    logger.debug(f"get_stats failed: {e}")
+            await asyncio.sleep(self._poll_s)
+            try:
+                await self.poll_once()
+            except Exception:  # a bug or a failing callback: keep monitoring
+                logger.exception("media poll failed")
+
+    async def poll_once(self) -> Verdict | None:
+        """One sample: read the stats, hand the detector what was seen."""
+        track = self._track
+        stats: InboundStats | None = None
+        failed = False
+        if track is not None:
+            try:
+                stats = inbound_stats(await track.get_stats())
+            except Exception as e:  # unknown, not "no packets": the detector keeps its verdict
+                failed = True
+                if not self._stats_failing:
+                    logger.warning(f"get_stats failed, media verdict unknown until it works: {e}")
+                self._stats_failing = True
+            else:
+                self._stats_failing = False
+        if not failed:
             self.last_stats = stats
-            window, self._window = self._window, LevelWindow()
-            sample = MediaSample(
-                packets_received=None if stats is None else stats.packets_received,
-                audio_frames=window.frames,
-                peak=window.peak,
-                outbound_subscribed=self.outbound_subscribed,
-            )
-            verdict = self.detector.update(sample, self.clock())
-            if verdict is not None:
-                self._on_verdict(verdict, stats, window)
+        window, self._window = self._window, LevelWindow()
+        sample = MediaSample(
+            packets_received=None if stats is None else stats.packets_received,
+            audio_frames=window.frames,
+            peak=window.peak,
+            outbound_subscribed=self.outbound_subscribed,
+            track_sid=None if track is None else track.sid,
+            stats_failed=failed,
+        )
+        verdict = self.detector.update(sample, self.clock())
+        if verdict is not None:
+            self._on_verdict(verdict, stats, window)
+        return verdict
 
     async def aclose(self) -> None:
+        """Stop: no task left pending; a failed task is logged, never raised."""
         self.room.off("track_subscribed", self._on_track_subscribed)
+        self.room.off("track_unsubscribed", self._on_track_unsubscribed)
         self.room.off("local_track_subscribed", self._on_local_track_subscribed)
-        for task in (self._poll_task, self._stream_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        # failures were logged by _task_done; return_exceptions: never raise them here
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._stream_task = None
