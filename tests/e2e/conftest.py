@@ -8,6 +8,7 @@ carrier, and a livekit.rtc participant as the human agent. Nothing is faked.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,12 +19,28 @@ import pytest
 import pytest_asyncio
 from livekit import api
 
+from tests.e2e.support import dialled
 from tests.e2e.support import stack as stackmod
 from tests.e2e.support.faultkit import TONE_HOLD_HZ
 from tests.e2e.support.signals import write_tone_wav
 from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_caller_numbers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every call of the run notes its caller number here (support/dialled.py);
+    sip_caller processes inherit the variable. test_zz_log_scan.py reads it."""
+    path = tmp_path_factory.mktemp("dialled") / "callers.txt"
+    path.touch()
+    old = os.environ.get(dialled.ENV)
+    os.environ[dialled.ENV] = str(path)
+    yield
+    if old is None:
+        os.environ.pop(dialled.ENV, None)
+    else:
+        os.environ[dialled.ENV] = old
 
 
 @pytest.fixture(scope="session")

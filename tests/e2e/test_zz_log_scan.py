@@ -1,8 +1,11 @@
 """Last in the e2e run: every worker log of the run holds no secret and no unmasked number.
 
 Scans the logs of all workers this pytest process started (ours, and the
-image's), after the calls of every other test: the API secret, any JWT (an access token), the trunk
-password, and E.164 numbers (callers' and stores') outside their masked form.
+image's), after the calls of every other test: the API secret, any JWT (an
+access token), E.164 numbers (callers' and stores') outside their masked
+form, and, independently of the masking code, the digits of every caller
+number the run actually dialled with (support/dialled.py records them), in any
+formatting: separators between the digits, with or without the country code.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.support import dialled
 from tests.e2e.support.workerproc import ARCHIVE, STARTED, archive
 
 pytestmark = pytest.mark.e2e
@@ -27,14 +31,22 @@ def test_no_secret_or_unmasked_number_in_any_worker_log(lk_env):
     logs = list(ARCHIVE)
     secret = lk_env["LIVEKIT_API_SECRET"]
     lines = sum(t.count("\n") for _, t in logs)
+    callers = sorted(dialled.recorded())
     found = {
         "api secret": [p for p, t in logs if secret in t],
         "jwt": [p for p, t in logs if JWT.search(t)],
         "unmasked number": [f"{p}: {E164.findall(t)[:3]}" for p, t in logs if E164.search(t)],
+        "caller number": [
+            f"{p}: {n} as {hits}" for p, t in logs for n in callers if (hits := dialled.find(n, t))
+        ],
     }
-    print(f"\nscanned {len(logs)} worker logs, {lines} lines: {found}")
+    print(
+        f"\nscanned {len(logs)} worker logs, {lines} lines, for {len(callers)} caller numbers: "
+        f"{found}"
+    )
     assert logs, "the e2e run started workers"
-    assert found == {"api secret": [], "jwt": [], "unmasked number": []}
+    assert callers, f"the e2e run dialled calls, and recorded their caller numbers ({dialled.ENV})"
+    assert found == {"api secret": [], "jwt": [], "unmasked number": [], "caller number": []}
 
 
 def test_guardian_redispatched_only_the_killed_worker(lk_env):

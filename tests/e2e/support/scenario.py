@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from livekit import api
 
+from . import dialled
 from .human_agent import HumanAgent
 from .signals import read_wav, tone_presence, write_tone_wav
 
@@ -213,6 +214,7 @@ async def start_caller(
     ]
     if hangup_after is not None:
         args += ["--hangup-after", str(hangup_after)]
+    dialled.record(number)  # sip_caller records it too; this even if it fails to start
     proc = await asyncio.create_subprocess_exec(*args, cwd=REPO)
     return proc, rec, res
 

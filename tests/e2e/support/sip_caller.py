@@ -429,6 +429,10 @@ def _run_call_locked(
     if os.path.exists(record):
         os.unlink(record)  # never report a stale recording
     from_uri = sip_uri_for(from_)
+    # The e2e log scan looks for every caller number used (support/dialled.py).
+    from tests.e2e.support.dialled import record as record_caller
+
+    record_caller(from_)
 
     res: dict[str, Any] = {
         "target": target,
