@@ -53,6 +53,47 @@ class Plan:
     ringing_timeout_s: int = 20
 
 
+# The shortest prefix an allowlist entry may have without --allow-open.
+# Carriers publish their SIP signalling addresses as single hosts or small
+# blocks (a /32 to a /24; the largest in common use are /18-/20 ranges): an
+# IPv4 /16 (65,536 addresses) is already a whole provider's allocation, and
+# anything shorter is a cloud region or a chunk of the Internet, not a
+# carrier's range. For IPv6, /32 is the smallest allocation an RIR makes to
+# an ISP (a whole operator); a carrier's SBC range is a /48 or smaller, so a
+# prefix shorter than /32 admits more than any one carrier.
+MIN_PREFIX_V4 = 16
+MIN_PREFIX_V6 = 32
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def check_allowed_address(addr: str, *, allow_open: bool) -> None:
+    """Refuse an allowlist entry that is not a CIDR, or admits (nearly) everyone."""
+    try:
+        net = ipaddress.ip_network(addr.strip(), strict=False)
+    except ValueError:
+        raise ProvisionError(f"allowed address {addr!r}: not an IP address or CIDR") from None
+    if allow_open:
+        return
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_V4_MAPPED):
+        # ::ffff:0:0/96 is every IPv4 address: judge it as the IPv4 range it is.
+        prefix, minimum, family = net.prefixlen - 96, MIN_PREFIX_V4, "IPv4 (mapped)"
+    elif isinstance(net, ipaddress.IPv6Network):
+        prefix, minimum, family = net.prefixlen, MIN_PREFIX_V6, "IPv6"
+    else:
+        prefix, minimum, family = net.prefixlen, MIN_PREFIX_V4, "IPv4"
+    if prefix == 0:
+        raise ProvisionError(
+            f"allowed address {addr!r} admits everyone; give the carrier's signalling "
+            "addresses, or pass --allow-open"
+        )
+    if prefix < minimum:
+        raise ProvisionError(
+            f"allowed address {addr!r}: a /{prefix} is wider than any carrier's range "
+            f"({family} prefixes must be /{minimum} or longer); pass --allow-open to "
+            "allow it anyway"
+        )
+
+
 def _env_list(name: str) -> list[str]:
     return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
 
@@ -88,7 +129,9 @@ def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
     p.add_argument(
         "--allow-open",
         action="store_true",
-        help="allow a trunk with neither an address allowlist nor auth (anyone may call in)",
+        help="allow a trunk with neither an address allowlist nor auth (anyone may call in), "
+        "and allowlist entries wider than a carrier's range (0.0.0.0/0, ::/0, IPv4 shorter "
+        "than /16, IPv6 shorter than /32)",
     )
     p.add_argument(
         "--ringing-timeout",
@@ -131,10 +174,7 @@ def parse_args(argv: list[str]) -> tuple[Plan, argparse.Namespace]:
         if not n.lstrip("+").isdigit():
             raise ProvisionError(f"trunk number {n!r}: digits with an optional leading +")
     for addr in allowed:
-        try:
-            ipaddress.ip_network(addr, strict=False)
-        except ValueError:
-            raise ProvisionError(f"allowed address {addr!r}: not an IP address or CIDR") from None
+        check_allowed_address(addr, allow_open=a.allow_open)
     headers: dict[str, str] = {}
     for spec in header_specs:
         header, sep, attr = spec.partition("=")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from worker.provision import ProvisionError, parse_args, rule_info, trunk_info
+from worker.provision import ProvisionError, main, parse_args, rule_info, trunk_info
 
 LK = ["--url", "ws://127.0.0.1:7880", "--api-key", "k", "--api-secret", "s"]
 
@@ -71,3 +73,56 @@ def test_plan_to_trunk_and_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert list(r.trunk_ids) == ["ST_x"]
     assert r.rule.dispatch_rule_individual.room_prefix == "call-"
     assert r.room_config.agents[0].agent_name == "store-hold"
+
+
+BASE = ["--number", "+15550100", *LK]
+
+
+@pytest.mark.parametrize(
+    ("addr", "needle"),
+    [
+        ("0.0.0.0/0", "admits everyone"),
+        ("::/0", "admits everyone"),
+        ("::ffff:0:0/96", "admits everyone"),  # every IPv4 address, mapped
+        ("10.0.0.0/8", "a /8 is wider than any carrier's range"),
+        ("203.0.0.0/15", "IPv4 prefixes must be /16 or longer"),
+        ("2001:db8::/16", "IPv6 prefixes must be /32 or longer"),
+        ("2000::/3", "a /3 is wider"),
+        ("203.0.113.0/33", "not an IP address or CIDR"),
+        ("203.0.113.0/x", "not an IP address or CIDR"),
+        ("", "not an IP address or CIDR"),
+    ],
+)
+def test_open_or_invalid_allowlist_refused(addr: str, needle: str) -> None:
+    with pytest.raises(ProvisionError, match=re.escape(needle)) as e:
+        parse_args(["--allowed-address", "198.51.100.7", "--allowed-address", addr, *BASE])
+    assert "\n" not in str(e.value)
+    if "not an IP" not in needle:
+        assert "--allow-open" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "addr", ["203.0.113.7", "203.0.113.0/24", "198.18.0.0/16", "2001:db8::/32", "2001:db8:1::/48"]
+)
+def test_carrier_ranges_accepted(addr: str) -> None:
+    plan, _ = parse_args(["--allowed-address", addr, *BASE])
+    assert plan.allowed_addresses == [addr]
+
+
+def test_allow_open_admits_wide_ranges_but_not_garbage() -> None:
+    plan, _ = parse_args(["--allowed-address", "0.0.0.0/0", "--allow-open", *BASE])
+    assert plan.allowed_addresses == ["0.0.0.0/0"]
+    with pytest.raises(ProvisionError, match="not an IP"):
+        parse_args(["--allowed-address", "everyone", "--allow-open", *BASE])
+
+
+def test_env_allowlist_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOLD_TRUNK_ALLOWED_ADDRESSES", "203.0.113.0/24, ::/0")
+    with pytest.raises(ProvisionError, match="admits everyone"):
+        parse_args(BASE)
+
+
+def test_cli_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--allowed-address", "0.0.0.0/0", *BASE]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("provision error: allowed address")
