@@ -11,7 +11,8 @@
 #      BASE_IMAGE=that base -> localhost/hold-worker:test.
 #
 # It never fails `make test` for a missing prerequisite: it writes the reason
-# to .devstack/image/skip-reason, and the test skips with that reason. A
+# to .devstack/image/skip-reason, and the test skips with that reason (under
+# CI=true it fails with it instead: tests/e2e/support/ci.py). A
 # Dockerfile that does not build IS a failure (exit 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."

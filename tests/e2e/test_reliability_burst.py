@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.e2e.support.faultkit import CallerAudio
+from tests.e2e.support.outcome import answered_span, refusal
 from tests.e2e.support.scenario import start_caller
 from tests.e2e.support.signals import write_tone_wav
 from tests.e2e.support.workerproc import start_worker, stop_worker
@@ -52,32 +53,23 @@ async def test_burst_beyond_capacity_is_held_or_refused_never_stuck(lk_env, work
         await asyncio.gather(*(asyncio.wait_for(p.wait(), 60) for p, _r, _s in calls))
         outcomes = []
         rang: list[dict] = []
-        for _p, _rec, res in calls:
+        # Every call must state what happened to it: an answered call its
+        # times and recording, a refused one its SIP status and when it came
+        # (support/outcome.py fails, saying what is missing, otherwise).
+        for i, (_p, _rec, res) in enumerate(calls):
+            assert res.exists(), f"burst{i}: the caller wrote no result ({res})"
             a = CallerAudio.load(res)
             r = a.result
             if r.get("answered"):
-                held = a.heard(HOLD_HZ, a.t0 + 1.0, a.ended_at)
-                answered_after = (
-                    r["events"]["answered"]["wall"] - r["events"]["invite_sent"]["wall"]
-                )
+                answered_after, ended_at = answered_span(r, f"burst{i}")
+                assert a.rec.size > 0, f"burst{i}: answered, but its recording is empty or missing"
+                held = a.heard(HOLD_HZ, a.t0 + 1.0, ended_at)
                 kind = "held" if held > 0.8 else "gappy hold" if held >= 0.1 else "silent"
                 outcomes.append((kind, round(answered_after, 1), round(held, 2)))
             else:
-                rang.append(
-                    {
-                        "refused": True,
-                        "rang_s": round(
-                            a.result["events"]
-                            .get("disconnected", a.result["events"].get("invite_returned", {}))
-                            .get("wall", 0)
-                            - r["events"]["invite_sent"]["wall"],
-                            1,
-                        ),
-                    }
-                )
-                outcomes.append(
-                    (f"refused {r.get('status_code', r.get('code'))} {r.get('reason')}", None)
-                )
+                code, reason, rang_s = refusal(r, f"burst{i}")
+                rang.append({"refused": True, "rang_s": round(rang_s, 1)})
+                outcomes.append((f"refused {code} {reason}", None))
         print(f"\n{N} INVITEs in {sent_in:.2f} s, capacity {CAPACITY}: {outcomes}; {rang}")
         print(json.dumps({k: sum(o[0] == k for o in outcomes) for k in {o[0] for o in outcomes}}))
         assert not [o for o in outcomes if o[0] == "silent"], "a call answered into silence"
