@@ -6,13 +6,28 @@ caches by file). The map is re-read when its file changes, so a store added
 to the map (and to the trunk by `python -m worker provision`) is served by
 running workers from their next call; a map that no longer validates is
 logged and the last good one kept.
+
+Audio files edited on disk (HOLD_AUDIO, HOLD_ANNOUNCEMENT, a store's files)
+are treated the same way: the catalog keeps the last good decode of each
+file. `default_plan()` (called on the event loop by every new call) never
+decodes and never raises over a bad file: it returns the last good audio and,
+when a file changed, starts one background thread to decode it. `plan_for()`
+(already run in a thread) decodes changed files itself. A changed file is
+used once it has been still for WRITE_SETTLE_S (a copy in progress is not
+taken half-way). A file that fails to decode (half-written, corrupt) is
+logged once per version (`take_news`) and its last good audio stays. Only
+the decodes of files the settings and the current map name are kept. Until
+a file's first good decode (`load()` at start-up) there is nothing to fall
+back on: default_plan() then decodes it and may raise, as before.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
 from pathlib import Path
 
 from .hold.audio import SAMPLE_RATE, HoldAudio, HoldAudioError, load_hold_audio
@@ -22,6 +37,10 @@ from .settings import DEFAULT_ANNOUNCEMENT, Settings
 from .stores import Store, StoreMap, StoreMapError, load_store_map
 
 CROSSFADE_MS = 300  # default audio -> the store's, once the store is known
+# A changed audio file is decoded once it has been still this long: a file
+# being copied in place may decode "successfully" to its first part (WAV).
+# Writing a new file and renaming it over the old one avoids the wait.
+WRITE_SETTLE_S = 1.0
 
 
 class CatalogError(Exception):
@@ -38,12 +57,42 @@ class CallPlan:
     timers: Timers
 
 
+_AudioKey = tuple[str, bool]  # (path, loop): loop=False is an announcement
+
+
+@dataclass
+class _Good:
+    """The last good decode of one file, and the file version it came from."""
+
+    stamp: tuple[int, int] | None
+    audio: HoldAudio
+    failed: set[tuple[int, int] | None] = dc_field(default_factory=set)  # versions noted bad
+
+
+def _stamp_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _settle_left(stamp: tuple[int, int] | None) -> float:
+    """Seconds until a file of this version has been still for WRITE_SETTLE_S."""
+    if stamp is None:
+        return 0.0
+    age = (time.time_ns() - stamp[0]) / 1e9
+    return WRITE_SETTLE_S - age if 0.0 <= age < WRITE_SETTLE_S else 0.0
+
+
 class StoreCatalog:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self._lock = threading.Lock()
         self._map: StoreMap | None = None
         self._stamp: tuple[int, int] | None = None
+        self._good: dict[_AudioKey, _Good] = {}
+        self._reloader: threading.Thread | None = None
         # Reload news, logged by the call that triggered it (plan_for runs in
         # a helper thread, whose log records livekit-agents' job logging
         # does not carry).
@@ -60,19 +109,64 @@ class StoreCatalog:
 
     # -- loading ----------------------------------------------------------------
 
-    def _hold(self, path: Path | None) -> HoldAudio:
-        return load_hold_audio(
-            path or self.s.audio, level_dbfs=self.s.level_dbfs, max_seconds=self.s.max_audio_seconds
-        )
+    def _audio(self, path: Path, *, loop: bool, decode: bool, strict: bool) -> HoldAudio:
+        """The audio of one file: the last good decode while the file is unchanged.
+
+        A changed file: `decode=False` (the event loop) returns the last good
+        audio and leaves the decode to a background thread; `decode=True`
+        decodes here, once the file has been still for WRITE_SETTLE_S (until
+        then the last good audio, and the background thread waits for it). A
+        changed file that fails to decode raises if `strict` (start-up and map
+        validation) or if there is no good decode yet; otherwise it is noted
+        once and the last good audio returned."""
+        key = (str(path), loop)
+        stamp = _stamp_of(path)
+        with self._lock:
+            good = self._good.get(key)
+        if good is not None and (good.stamp == stamp or (not strict and stamp in good.failed)):
+            return good.audio
+        if good is not None and not strict and (not decode or _settle_left(stamp) > 0):
+            self._reload_in_background()
+            return good.audio
+        try:
+            audio = load_hold_audio(
+                path, level_dbfs=self.s.level_dbfs, max_seconds=self.s.max_audio_seconds, loop=loop
+            )
+        except HoldAudioError as e:
+            if strict or good is None:
+                raise
+            with self._lock:
+                first = stamp not in good.failed
+                good.failed.add(stamp)
+            if first:
+                self._note(
+                    logging.ERROR, f"audio file changed but unusable, keeping the last good: {e}"
+                )
+            return good.audio
+        if good is not None and not strict and _stamp_of(path) != stamp:
+            self._reload_in_background()  # written to while we decoded
+            return good.audio
+        with self._lock:
+            self._good[key] = _Good(stamp, audio)
+        if good is not None:
+            self._note(logging.INFO, f"audio file reloaded: {path}")
+        return audio
+
+    def _hold(self, path: Path | None, *, decode: bool = True, strict: bool = False) -> HoldAudio:
+        return self._audio(path or self.s.audio, loop=True, decode=decode, strict=strict)
 
     def _announcement(
-        self, path: Path | None, every_s: float, first_s: float | None
+        self,
+        path: Path | None,
+        every_s: float,
+        first_s: float | None,
+        *,
+        decode: bool = True,
+        strict: bool = False,
     ) -> Announcement | None:
         if path is None:
             return None
-        audio = load_hold_audio(
-            path, level_dbfs=self.s.level_dbfs, max_seconds=self.s.max_audio_seconds, loop=False
-        )
+        audio = self._audio(path, loop=False, decode=decode, strict=strict)
         return Announcement.make(
             audio.samples,
             SAMPLE_RATE,
@@ -87,23 +181,26 @@ class StoreCatalog:
             for field in ("hold_audio", "announcement"):
                 try:
                     if field == "hold_audio":
-                        self._hold(store.hold_audio)
+                        self._hold(store.hold_audio, strict=True)
                     else:
-                        self._announcement(store.announcement, store.announcement_every_s, None)
+                        self._announcement(
+                            store.announcement, store.announcement_every_s, None, strict=True
+                        )
                 except HoldAudioError as e:
                     raise StoreMapError(f"{m.path}: stores.{key}.{field}: {e}") from None
 
     def load(self) -> StoreMap | None:
         """Validate the map and decode all audio; CatalogError names the setting."""
         try:
-            self._hold(None)
+            self._hold(None, strict=True)
         except HoldAudioError as e:
             raise CatalogError(f"HOLD_AUDIO: {e}") from None
         try:
-            self._announcement(self.s.announcement, self.s.announcement_every_s, None)
+            self._announcement(self.s.announcement, self.s.announcement_every_s, None, strict=True)
         except HoldAudioError as e:
             raise CatalogError(f"HOLD_ANNOUNCEMENT: {e}") from None
         if self.s.stores is None:
+            self._forget_unused()
             return None
         try:
             m = load_store_map(self.s.stores, default_announcement=DEFAULT_ANNOUNCEMENT)
@@ -116,6 +213,7 @@ class StoreCatalog:
             self._note(logging.INFO, f"store map reloaded: {len(m.model.stores)} stores")
         with self._lock:
             self._map, self._stamp = m, stamp
+        self._forget_unused()
         return m
 
     def current(self) -> StoreMap | None:
@@ -139,16 +237,81 @@ class StoreCatalog:
                 )
                 with self._lock:
                     self._stamp = stamp  # do not retry on every call; the next edit will
+                self._forget_unused()  # what the rejected map's validation decoded
                 return self._map
             with self._lock:
                 self._map, self._stamp = m, stamp
+            self._forget_unused()
             self._note(logging.INFO, f"store map reloaded: {len(m.model.stores)} stores")
         return self._map
+
+    def _forget_unused(self) -> None:
+        """Keep the decodes of the files the settings and the current map name."""
+        used: set[_AudioKey] = {(str(self.s.audio), True)}
+        if self.s.announcement is not None:
+            used.add((str(self.s.announcement), False))
+        if self._map is not None:
+            for store in self._map.model.stores.values():
+                used.add((str(store.hold_audio or self.s.audio), True))
+                if store.announcement is not None:
+                    used.add((str(store.announcement), False))
+        with self._lock:
+            for key in [k for k in self._good if k not in used]:
+                del self._good[key]
+
+    def refresh(self) -> float | None:
+        """Decode every kept file that changed (in the calling thread); never raises.
+
+        Returns None when every kept file is decoded (or noted unusable), else
+        the seconds until a file still being written may be tried again."""
+        with self._lock:
+            keys = list(self._good)
+        later: float | None = None
+        for path, loop in keys:
+            try:
+                self._audio(Path(path), loop=loop, decode=True, strict=False)
+            except Exception as e:  # a bug, not a bad file (those are noted): keep serving
+                self._note(logging.ERROR, f"audio reload failed: {path}: {e}")
+                continue
+            stamp = _stamp_of(Path(path))
+            with self._lock:
+                good = self._good.get((path, loop))
+            if good is not None and good.stamp != stamp and stamp not in good.failed:
+                later = max(later or 0.0, _settle_left(stamp))
+        return later
+
+    def _reload(self) -> None:
+        for _ in range(120):  # a file rewritten for ever is not chased for ever
+            later = self.refresh()
+            if later is None:
+                return
+            time.sleep(later + 0.05)
+
+    def _reload_in_background(self) -> None:
+        """One thread at a time decodes changed files, off the event loop."""
+        with self._lock:
+            if self._reloader is not None and self._reloader.is_alive():
+                return
+            self._reloader = threading.Thread(
+                target=self._reload, name="hold-audio-reload", daemon=True
+            )
+            self._reloader.start()
+
+    def wait_reloaded(self, timeout: float | None = None) -> None:
+        """For tests and shutdown: wait for a background reload to finish."""
+        t = self._reloader
+        if t is not None:
+            t.join(timeout)
 
     # -- one call ---------------------------------------------------------------
 
     def default_plan(self) -> CallPlan:
-        """Before the store is known (and without a store map)."""
+        """Before the store is known (and without a store map).
+
+        Runs on the event loop: never decodes (beyond a file's first decode,
+        which `load()` does at start-up) and never raises over a bad file; a
+        changed file is decoded in the background and used from a later call.
+        """
         timers = Timers(
             caller_join_timeout=self.s.caller_join_timeout_s,
             max_wait=self.s.max_wait_s,
@@ -163,18 +326,21 @@ class StoreCatalog:
         m = self._map
         if m is not None:
             key, store = m.default
-            return self._plan(key, store, "default", timers)
+            return self._plan(key, store, "default", timers, decode=False)
         return CallPlan(
             store_id="",
             store_name="",
             matched_by="none",
-            hold=self._hold(None),
-            announcement=self._announcement(self.s.announcement, self.s.announcement_every_s, None),
+            hold=self._hold(None, decode=False),
+            announcement=self._announcement(
+                self.s.announcement, self.s.announcement_every_s, None, decode=False
+            ),
             timers=timers,
         )
 
     def plan_for(self, attributes: dict[str, str]) -> CallPlan:
         """The plan for a caller with these SIP participant attributes (may decode: thread)."""
+        self.refresh()  # changed files, decoded here rather than on the event loop
         base = self.default_plan()
         m = self.current()
         if m is None:
@@ -182,15 +348,20 @@ class StoreCatalog:
         r = m.resolve(attributes)
         return self._plan(r.key, r.store, r.matched_by, base.timers)
 
-    def _plan(self, key: str, store: Store, matched_by: str, timers: Timers) -> CallPlan:
+    def _plan(
+        self, key: str, store: Store, matched_by: str, timers: Timers, *, decode: bool = True
+    ) -> CallPlan:
         try:
-            hold = self._hold(store.hold_audio)
+            hold = self._hold(store.hold_audio, decode=decode)
         except HoldAudioError as e:  # replaced by a broken file since the map was read
             self._note(logging.ERROR, f"store {key}: hold audio unusable, playing the default: {e}")
-            hold = self._hold(None)
+            hold = self._hold(None, decode=decode)
         try:
             ann = self._announcement(
-                store.announcement, store.announcement_every_s, store.announcement_first_s
+                store.announcement,
+                store.announcement_every_s,
+                store.announcement_first_s,
+                decode=decode,
             )
         except HoldAudioError as e:
             self._note(

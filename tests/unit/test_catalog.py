@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+import worker.hold.audio as audio_mod
 from worker.catalog import CatalogError, StoreCatalog
 from worker.settings import load_settings
 
@@ -74,3 +76,126 @@ def test_invalid_edit_keeps_the_last_good_map(d: Path) -> None:
     os.utime(m, ns=(2, 2))
     assert c.plan_for({"sip.trunkPhoneNumber": "+15550303"}).store_id == "c"
     assert c.take_news()[0][1] == "store map reloaded: 3 stores"
+
+
+# ---- defect 8 of issue 12: audio files edited on disk -------------------------
+
+
+def restamp(path: Path, n: int) -> None:
+    os.utime(path, ns=(n * 10**9, n * 10**9))  # a new version whatever the clock's resolution
+
+
+def hz(audio: np.ndarray) -> float:
+    x = audio[:48_000]
+    return float(np.fft.rfftfreq(x.shape[0], 1 / 48_000)[np.argmax(np.abs(np.fft.rfft(x)))])
+
+
+@pytest.fixture
+def decode_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The threads that decoded (or looked up) audio through the catalog."""
+    import worker.catalog as catalog_mod
+
+    seen: list[str] = []
+    real = catalog_mod.load_hold_audio
+
+    def spy(*a: object, **kw: object) -> object:
+        seen.append(threading.current_thread().name)
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalog_mod, "load_hold_audio", spy)
+    return seen
+
+
+def test_half_written_hold_audio_keeps_the_last_good(d: Path, decode_threads: list[str]) -> None:
+    """HOLD_AUDIO overwritten by a half-written file: before the fix the next
+    default_plan() (CallSession.__init__, on the event loop) decoded it there
+    and raised, so every new call failed."""
+    c = StoreCatalog(load_settings(audio=d / "a.wav"))
+    c.load()
+    old = c.default_plan().hold
+    (d / "a.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")  # half-written: a bare header
+    restamp(d / "a.wav", 1)
+    decode_threads.clear()
+    for _ in range(3):
+        assert c.default_plan().hold is old  # no exception, the last good audio
+    assert threading.current_thread().name not in decode_threads  # never on the caller
+    c.wait_reloaded(10)
+    assert c.default_plan().hold is old
+    news = c.take_news()
+    assert [lvl for lvl, _ in news] == [logging.ERROR] and "keeping the last good" in news[0][1]
+    c.default_plan()
+    c.wait_reloaded(10)
+    assert c.take_news() == []  # logged once per version
+
+    tone_file(d / "a.wav", 900)  # the upload completes
+    restamp(d / "a.wav", 2)
+    decode_threads.clear()
+    c.default_plan()  # sees the change, decodes in the background
+    assert threading.current_thread().name not in decode_threads
+    c.wait_reloaded(10)
+    new = c.default_plan().hold
+    assert new is not old and hz(new.samples) == pytest.approx(900, abs=2)
+    assert c.take_news() == [(logging.INFO, f"audio file reloaded: {d / 'a.wav'}")]
+
+
+def test_plan_for_decodes_a_changed_file_itself(d: Path) -> None:
+    c = StoreCatalog(load_settings(audio=d / "a.wav"))
+    c.load()
+    tone_file(d / "a.wav", 900)
+    restamp(d / "a.wav", 3)
+    plan = c.plan_for({})  # in a thread in call.py: the new audio for this very call
+    assert hz(plan.hold.samples) == pytest.approx(900, abs=2)
+
+
+def test_store_audio_edited_keeps_the_last_good(d: Path, decode_threads: list[str]) -> None:
+    c = StoreCatalog(load_settings(stores=d / "stores.yaml"))
+    c.load()
+    old_a = c.default_plan().hold
+    old_b = c.plan_for({"sip.trunkPhoneNumber": "+15550302"}).hold
+    for name in ("a.wav", "b.wav"):
+        (d / name).write_bytes(b"RIFF....WAVEfmt garbage")
+        restamp(d / name, 4)
+    decode_threads.clear()
+    assert c.default_plan().hold is old_a
+    assert threading.current_thread().name not in decode_threads
+    assert c.plan_for({"sip.trunkPhoneNumber": "+15550302"}).hold is old_b
+    c.wait_reloaded(10)
+    news = c.take_news()
+    assert len(news) == 2 and all(lvl == logging.ERROR for lvl, _ in news)
+
+
+def test_decodes_kept_only_for_files_in_use(d: Path) -> None:
+    m = d / "stores.yaml"
+    c = StoreCatalog(load_settings(stores=m))
+    c.load()
+    for i in range(40):
+        tone_file(d / f"s{i}.wav", 300 + 10 * i)
+        m.write_text(
+            f"default: s\nstores:\n  s: {{name: S, numbers: ['+15550301'], hold_audio: s{i}.wav}}\n"
+        )
+        restamp(m, 10 + i)
+        assert hz(c.plan_for({}).hold.samples) == pytest.approx(300 + 10 * i, abs=2)
+    assert len(c._good) <= 2  # HOLD_AUDIO and the one store's file
+    assert len(audio_mod._cache) <= audio_mod.CACHE_MAX
+
+
+def test_a_file_being_written_is_not_decoded_half_way(
+    d: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAV copied in place decodes "fine" to its first part: a changed file is
+    only used once it has been still for WRITE_SETTLE_S."""
+    import worker.catalog as catalog_mod
+
+    monkeypatch.setattr(catalog_mod, "WRITE_SETTLE_S", 0.4)
+    c = StoreCatalog(load_settings(audio=d / "a.wav"))
+    c.load()
+    old = c.default_plan().hold
+    full = tone_file(d / "new.wav", 900).read_bytes()
+    (d / "a.wav").write_bytes(full[: len(full) // 3])  # the copy, a third done
+    assert c.default_plan().hold is old
+    assert c.plan_for({}).hold is old  # not the first third of the new file
+    (d / "a.wav").write_bytes(full)  # the copy completes
+    c.wait_reloaded(10)
+    new = c.default_plan().hold
+    assert hz(new.samples) == pytest.approx(900, abs=2)
+    assert new.seconds > 0.9  # the whole file, not a third of it

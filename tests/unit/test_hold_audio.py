@@ -126,3 +126,26 @@ def test_too_short_refused(tmp_path: Path) -> None:
     p = write_tone(tmp_path / "blip.wav", 440.0, 8000, 1, "PCM_16", seconds=0.1)
     with pytest.raises(HoldAudioError, match="too short"):
         load_hold_audio(p, level_dbfs=-20.0, max_seconds=60)
+
+
+def test_cache_keeps_one_version_per_file_and_is_bounded(tmp_path: Path) -> None:
+    """Issue 12 defect 8: the decode cache was never trimmed (every version of
+    every file ever decoded stayed in memory)."""
+    import os
+
+    from worker.hold import audio as audio_mod
+
+    p = tmp_path / "edited.wav"
+    for i in range(5):  # the same file edited five times
+        write_tone(p, 300.0 + 100 * i, 8000, 1, "PCM_16", seconds=0.5)
+        os.utime(p, ns=(i * 10**9, i * 10**9))
+        load_hold_audio(p, level_dbfs=-20.0, max_seconds=60)
+    assert len(audio_mod._cache) == 1
+    for i in range(audio_mod.CACHE_MAX + 10):  # many different files
+        q = write_tone(tmp_path / f"f{i}.wav", 440.0, 8000, 1, "PCM_16", seconds=0.3)
+        load_hold_audio(q, level_dbfs=-20.0, max_seconds=60)
+    assert len(audio_mod._cache) == audio_mod.CACHE_MAX
+    last = tmp_path / f"f{audio_mod.CACHE_MAX + 9}.wav"
+    assert load_hold_audio(last, level_dbfs=-20.0, max_seconds=60) is load_hold_audio(
+        last, level_dbfs=-20.0, max_seconds=60
+    )

@@ -4,12 +4,16 @@ Any format libsndfile reads (WAV, FLAC, OGG/Vorbis/Opus, MP3), any sample
 rate, channel count or bit depth becomes 48 kHz mono float32, normalised and
 with a click-free loop seam. The result is cached per (path, mtime, size,
 level) so every call in a process shares one copy; the array is marked
-read-only so no call can change it under another.
+read-only so no call can change it under another. The cache keeps one version
+per file (a new version replaces the old) and at most CACHE_MAX files, least
+recently used dropped first (the catalog keeps its own references to the
+audio it serves).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +46,8 @@ class HoldAudio:
         return float(self.samples.shape[0] / SAMPLE_RATE)
 
 
-_cache: dict[tuple[str, int, int, float, float, bool], HoldAudio] = {}
+CACHE_MAX = 32
+_cache: OrderedDict[tuple[str, int, int, float, float, bool], HoldAudio] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -67,7 +72,12 @@ def load_hold_audio(
         hit = _cache.get(key)
         if hit is None:
             hit = _decode(p, level_dbfs=level_dbfs, max_seconds=max_seconds, loop=loop)
+            for old in [k for k in _cache if k[0] == key[0] and k[3:] == key[3:]]:
+                del _cache[old]  # an older version of the same file
             _cache[key] = hit
+            while len(_cache) > CACHE_MAX:
+                _cache.popitem(last=False)
+        _cache.move_to_end(key)
         return hit
 
 
