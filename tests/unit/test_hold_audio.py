@@ -128,6 +128,53 @@ def test_too_short_refused(tmp_path: Path) -> None:
         load_hold_audio(p, level_dbfs=-20.0, max_seconds=60)
 
 
+@pytest.mark.parametrize("rate", [8_000, 44_100, 48_000])
+@pytest.mark.parametrize("dc", [0.5, -0.25, 0.01])
+def test_dc_only_file_refused(tmp_path: Path, rate: int, dc: float) -> None:
+    """A constant signal passes the silence check, but the caller hears nothing."""
+    p = tmp_path / "dc.wav"
+    sf.write(str(p), np.full(rate * 2, dc), rate, subtype="PCM_16")
+    with pytest.raises(HoldAudioError, match=r"no audible content.*constant \(DC\) offset"):
+        load_hold_audio(p, level_dbfs=-20.0, max_seconds=60)
+
+
+def test_dc_with_inaudible_residue_refused(tmp_path: Path) -> None:
+    """DC plus a 2 Hz drift and noise far below it: still nothing to hear."""
+    rate = 16_000
+    t = np.arange(rate * 2) / rate
+    x = (
+        0.5
+        + 0.2 * np.sin(2 * np.pi * 2.0 * t)
+        + 1e-5 * np.random.default_rng(1).normal(size=t.size)
+    )
+    p = tmp_path / "drift.wav"
+    sf.write(str(p), x, rate, subtype="FLOAT")
+    with pytest.raises(HoldAudioError, match="no audible content"):
+        load_hold_audio(p, level_dbfs=-20.0, max_seconds=60)
+
+
+def test_dc_offset_is_removed_from_usable_audio(tmp_path: Path) -> None:
+    """A tone on a large DC offset plays as the tone at the target level."""
+    rate = 8_000
+    t = np.arange(rate * 2) / rate
+    p = tmp_path / "offset.wav"
+    sf.write(str(p), 0.5 + 0.1 * np.sin(2 * np.pi * 440.0 * t), rate, subtype="PCM_16")
+    audio = load_hold_audio(p, level_dbfs=-20.0, max_seconds=60)
+    x = np.asarray(audio.samples, dtype=np.float64)
+    assert abs(float(np.mean(x))) < 1e-3
+    assert abs(rms_dbfs(audio.samples) - (-20.0)) < 0.5
+    assert abs(dominant_hz(audio.samples) - 440.0) < 2.0
+
+
+def test_quiet_but_audible_file_accepted(tmp_path: Path) -> None:
+    """The floor is for silence, not for a quietly mastered file (-50 dBFS)."""
+    p = write_tone(tmp_path / "quiet.wav", 440.0, 16_000, 1, "FLOAT")
+    data, rate = sf.read(str(p))
+    sf.write(str(p), data * (10 ** (-50 / 20) / 0.3 * np.sqrt(2)), rate, subtype="FLOAT")
+    audio = load_hold_audio(p, level_dbfs=-20.0, max_seconds=60)
+    assert abs(rms_dbfs(audio.samples) - (-20.0)) < 0.5
+
+
 def test_cache_keeps_one_version_per_file_and_is_bounded(tmp_path: Path) -> None:
     """Issue 12 defect 8: the decode cache was never trimmed (every version of
     every file ever decoded stayed in memory)."""

@@ -28,6 +28,39 @@ SEAM_CROSSFADE_S = 0.05
 _BLOCK_FRAMES = 65_536
 
 
+# Audible content: what varies within 20 ms blocks beyond a straight line
+# (roughly, above 50 Hz: a 20 Hz tone reads 13 dB down, 2 Hz 52 dB down;
+# telephone audio starts at 300 Hz). A file whose content there is at or
+# below -60 dBFS, or more than 30 dB below its DC-free level (a sub-audible
+# rumble that normalise() would bring to the target while the audible part
+# stays 30 dB under it), plays as silence.
+AUDIBLE_BAND_HZ = 50.0
+AUDIBLE_FLOOR_DBFS = -60.0
+SUBAUDIBLE_MARGIN_DB = 30.0
+
+
+def audible_dbfs(samples: np.ndarray, rate: int) -> float:
+    """Level in dBFS of the content above about AUDIBLE_BAND_HZ: the mean power
+    left in each 1/AUDIBLE_BAND_HZ block once the block's own straight line
+    (its offset and slope: DC and slow drift) is taken out."""
+    block = max(3, int(rate / AUDIBLE_BAND_HZ))
+    n = samples.shape[0] // block * block
+    if n == 0:
+        return rms_dbfs(samples - samples.mean(dtype=np.float64))
+    ramp = np.arange(block, dtype=np.float64) - (block - 1) / 2.0
+    ramp_var = float(np.mean(ramp * ramp))
+    power = 0.0
+    step = block * 4096  # bounded float64 working memory on long files
+    for start in range(0, n, step):
+        chunk = samples[start : min(n, start + step)].reshape(-1, block).astype(np.float64)
+        chunk -= chunk.mean(axis=1, keepdims=True)
+        cov = chunk @ ramp / block  # per block: covariance with the ramp
+        residual = np.mean(chunk * chunk, axis=1) - cov * cov / ramp_var
+        power += float(np.maximum(residual, 0.0).sum())
+    ms = power / (n // block)
+    return rms_dbfs(np.array([np.sqrt(ms)]))
+
+
 class HoldAudioError(ValueError):
     """A hold file that cannot be used; the message is one line for the operator."""
 
@@ -121,16 +154,30 @@ def _decode(p: Path, *, level_dbfs: float, max_seconds: float, loop: bool) -> Ho
     if total == 0:
         raise HoldAudioError(f"hold audio has no samples: {p}")
     mono = np.concatenate(blocks).astype(np.float32, copy=False)
+    if not np.all(np.isfinite(mono)):
+        raise HoldAudioError(f"hold audio contains invalid samples (NaN/Inf): {p}")
+    if rms_dbfs(mono) <= -90.0:
+        raise HoldAudioError(f"hold audio is silent: {p}")
+    # A constant offset (DC) is not sound: the telephone path (Opus, G.711,
+    # the handset) drops it, so a file that is DC alone reaches the caller as
+    # silence, and DC in a normal file would take a share of the level that
+    # normalise() sets. Remove it here, at the source rate (before the
+    # resampler, whose filter would ring on a DC step at the file's ends),
+    # and refuse a file with nothing audible left.
+    mono -= np.float32(mono.mean(dtype=np.float64))
+    audible, whole = audible_dbfs(mono, rate), rms_dbfs(mono)
+    if audible <= AUDIBLE_FLOOR_DBFS or audible < whole - SUBAUDIBLE_MARGIN_DB:
+        raise HoldAudioError(
+            f"hold audio has no audible content: {p}: {audible:.0f} dBFS above "
+            f"{AUDIBLE_BAND_HZ:.0f} Hz once its constant (DC) offset is removed (the caller "
+            "would hear silence); use a file with music or speech in it"
+        )
     if rate != SAMPLE_RATE:
         # soxr: band-limited, high quality; the same resampler livekit-sip
         # links. Hand-written interpolation would alias on 8 kHz sources.
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
-    if not np.all(np.isfinite(mono)):
-        raise HoldAudioError(f"hold audio contains invalid samples (NaN/Inf): {p}")
     if mono.shape[0] < int(0.2 * SAMPLE_RATE):
         raise HoldAudioError(f"hold audio too short to loop (under 200 ms): {p}")
-    if rms_dbfs(mono) <= -90.0:
-        raise HoldAudioError(f"hold audio is silent: {p}")
     looped = normalise(mono, level_dbfs)
     if loop:
         looped = make_seamless_loop(looped, int(SEAM_CROSSFADE_S * SAMPLE_RATE))
