@@ -92,7 +92,7 @@ VerdictCallback = Callable[[Verdict, InboundStats | None, LevelWindow], None]
 MonitorFactory = Callable[..., Any]
 
 
-def kind_name(p: rtc.RemoteParticipant) -> str:
+def kind_name(p: rtc.Participant) -> str:
     """The participant kind as roles.classify expects it: "sip", "connector", ..."""
     try:
         return str(rtc.ParticipantKind.Name(p.kind)).removeprefix("PARTICIPANT_KIND_").lower()
@@ -545,7 +545,7 @@ class CallSession:
         self._bound = []
 
     def _role(self, p: rtc.Participant) -> Role:
-        if not isinstance(p, rtc.RemoteParticipant):
+        if p is self.room.local_participant:
             return Role.UNKNOWN
         return classify(kind_name(p), p.identity, p.attributes, self.settings.agent_rule)
 
@@ -589,8 +589,8 @@ class CallSession:
     def _on_attributes_changed(self, _changed: dict[str, str], p: rtc.Participant) -> None:
         if p.identity == self._caller and is_sip_hangup(p.attributes):
             self._events.put_nowait(CallerLeft("caller hung up (sip.callStatus=hangup)"))
-        elif isinstance(p, rtc.RemoteParticipant):
-            self._check_agent(p)  # a role=agent attribute may just have arrived
+        elif p is not self.room.local_participant:
+            self._check_agent(p)  # type: ignore[arg-type]  # a role=agent attribute may just have arrived
 
     def _on_track_published(
         self, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant

@@ -62,6 +62,7 @@ class HoldPlayer:
         self._chunk = SAMPLE_RATE * chunk_ms // 1000
         self._source, self.track = make_source(chunk_ms)
         self._on_failure = on_failure
+        self._failed = False  # reported once
         # What the caller hears (music, store switch, announcements), rendered
         # from one sample clock so a rewind re-renders exactly.
         self._program = HoldProgram(audio.samples)
@@ -94,7 +95,8 @@ class HoldPlayer:
             raise
         except Exception as e:  # the caller would hear silence: say so at once
             logger.error(f"hold audio stopped: {type(e).__name__}: {e}")
-            if self._on_failure is not None:
+            if self._on_failure is not None and not self._failed:
+                self._failed = True
                 self._on_failure(e)
 
     async def _run(self) -> None:
@@ -128,8 +130,26 @@ class HoldPlayer:
         self._drop_queued()
         self._gain.ramp_to(target_gain, SAMPLE_RATE * fade_ms // 1000)
         self._silent.clear()
-        await self._push_chunk()
+        await self._push_now()
+
+    async def _push_now(self) -> None:
+        """Push a chunk from outside the pusher task (a fade, a resume, a
+        switch): a failure is the player's failure, reported like one, never
+        an exception in the caller's code path."""
+        try:
+            await self._push_chunk()
+        except Exception as e:
+            logger.error(f"hold audio stopped: {type(e).__name__}: {e}")
+            self._fail(e)
+            return
         self._wake.set()
+
+    def _fail(self, e: BaseException) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._on_failure is not None and not self._failed:
+            self._failed = True
+            self._on_failure(e)
 
     def _drop_queued(self) -> None:
         """Drop what is queued and step program and gain back by as much, so
@@ -147,8 +167,7 @@ class HoldPlayer:
             return
         self._drop_queued()
         change()
-        await self._push_chunk()
-        self._wake.set()
+        await self._push_now()
 
     async def switch(self, audio: HoldAudio, crossfade_ms: int) -> None:
         """Cross-fade (equal-power) from the current music to `audio`, from now."""
@@ -164,6 +183,8 @@ class HoldPlayer:
     async def fade_out(self, fade_ms: int) -> None:
         """Fade to silence from now; returns once the silence has been played out."""
         await self._restart(0.0, fade_ms)
+        if self._failed:
+            return  # reported; the session replaces the player
         await self._silent.wait()
         await asyncio.sleep(self._source.queued_duration)
 

@@ -1,0 +1,455 @@
+"""Model-based test of a whole call: random room histories through the real
+CallSession, lifecycle and HoldPlayer, checked on what the caller HEARS.
+
+A hypothesis state machine plays the room (the caller joins, before, during
+or after the hold track's publication, and hangs up by leaving or by
+`sip.callStatus`; human agents join by identity prefix or get `role=agent`
+later, publish muted or not, mute, unmute, unpublish, leave; publications
+fail or are slow; store resolution is slow or fails; media verdicts arrive;
+the hold player dies; time passes). Virtual time (looptime) runs the worker's
+own timers and the fake audio source plays its queue at 48 kHz of that time,
+so every sample the caller would hear is recorded (tests/unit/fakeroom.py).
+
+After every step of time these must hold for the heard audio:
+- a caller present, no agent audio live, call not ended: hold audio at full
+  level within the fade time (plus a publication's delay) of that becoming
+  true; after a handoff, with a muted agent still present, within the quiet
+  time (HOLD_AGENT_QUIET_S);
+- an agent's audio live: hold audio silent from the end of the fade on;
+- no step between consecutive samples larger than a fade's steepest one (no
+  click), through fades, resumes, re-publications and store switches;
+- at most one media monitor and one store resolution at a time;
+- the call ends only with the caller gone, hung up or transferred; after it
+  ends nothing is left running, no track is published and the final state
+  is the lifecycle's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from tests.unit.fakeroom import FakeParticipant, FakePublication, World, caller
+from worker.hold.audio import SAMPLE_RATE
+from worker.lifecycle import State, Timers
+from worker.media.detector import Inbound
+from worker.settings import Settings
+
+FADE_MS = 400
+FADE_S = FADE_MS / 1000
+# Steepest per-sample step of an equal-power 0 <-> 1 ramp over the fade, with
+# room for int16 rounding of the rendered samples.
+MAX_STEP = 1.1 * (math.pi / 2) / (SAMPLE_RATE * FADE_S) + 3 / 16384
+SLACK_S = 0.25  # scheduling inside the worker (a chunk push, an event hop)
+AGENTS = ("agent-1", "agent-2", "web-3")  # web-3 is an agent only once it has role=agent
+EXAMPLES = int(os.environ.get("CALL_MODEL_EXAMPLES", "2000"))
+
+
+@dataclass
+class AgentModel:
+    p: FakeParticipant
+    role_set: bool = False
+    pub: FakePublication | None = None
+
+    @property
+    def recognised(self) -> bool:
+        return self.p.identity.startswith("agent-") or self.role_set
+
+    @property
+    def live(self) -> bool:
+        return self.recognised and self.pub is not None and not self.pub.muted
+
+
+@dataclass
+class Since:
+    """When each condition the invariants depend on last became true."""
+
+    no_live: float = 0.0
+    live: float | None = None
+    caller: float | None = None
+    handed: bool = False  # an agent was live while the caller was there
+    player_failed: bool = False
+    player_failed_at: float | None = None
+    events: list[str] = field(default_factory=list)
+
+
+class CallModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w: World | None = None
+
+    # ---- set-up ---------------------------------------------------------------
+
+    @initialize(
+        settle=st.sampled_from([0.0, 0.5, 3.0]),
+        quiet=st.sampled_from([0.0, 2.0, 5.0]),
+        leave=st.booleans(),
+        publish_delay=st.sampled_from([0.0, 0.05, 0.3]),
+        publish_failures=st.sampled_from([0, 0, 0, 1, 2, 3]),
+        resolve_delay=st.sampled_from([0.0, 0.2, 2.0]),
+        resolve_fails=st.booleans(),
+        media_action=st.sampled_from(["none", "none", "hangup"]),
+        early_caller=st.sampled_from(["no", "before_connect", "during_publish"]),
+    )
+    def start(
+        self,
+        settle: float,
+        quiet: float,
+        leave: bool,
+        publish_delay: float,
+        publish_failures: int,
+        resolve_delay: float,
+        resolve_fails: bool,
+        media_action: str,
+        early_caller: str,
+    ) -> None:
+        timers = Timers(
+            caller_join_timeout=60.0,
+            handoff_settle=settle,
+            leave_after_handoff=leave,
+            agent_quiet_after=quiet,
+            media_action=media_action,  # type: ignore[arg-type]
+            media_action_after=3.0,
+        )
+        self.w = w = World(timers=timers)
+        w.publish_delay = publish_delay
+        w.publish_failures = publish_failures
+        self.failures_injected = publish_failures > 0
+        w.resolve_delay = resolve_delay
+        w.resolve_fails = resolve_fails
+        self.settings = Settings(
+            chunk_ms=500,
+            fade_ms=FADE_MS,
+            handoff_settle_s=settle,
+            agent_quiet_s=quiet,
+            leave_after_handoff=leave,
+            _env_file=None,  # type: ignore[call-arg]
+        )
+        self.quiet = quiet
+        self.settle = settle
+        self.caller_p = caller()
+        self.caller_state = "absent"  # present | gone
+        self.agents: dict[str, AgentModel] = {}
+        self.since = Since()
+        self.checked = 0.0
+        self.first_sound: float | None = None
+        if early_caller == "before_connect":
+            w.room.remote_participants[self.caller_p.identity] = self.caller_p
+            self._caller_arrives()
+        self.session = w.session(self.settings)
+        self.task = w.loop.create_task(self.session.run())
+        w.run_for(0.01)
+        if early_caller == "during_publish":
+            self._join_caller()
+        self._observe()
+
+    # ---- the model's view ----------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        assert self.w is not None
+        return self.w.loop.time()
+
+    def _caller_arrives(self) -> None:
+        self.caller_state = "present"
+        self.since.caller = self.now if self.w else 0.0
+        self._note("caller joins")
+
+    def _join_caller(self) -> None:
+        assert self.w is not None
+        self._caller_arrives()
+        self.w.room.join(self.caller_p)
+
+    def _live_count(self) -> int:
+        return sum(1 for a in self.agents.values() if a.live)
+
+    def _note(self, what: str) -> None:
+        t = self.w.loop.time() if self.w else 0.0
+        self.since.events.append(f"{t:8.3f} {what}")
+
+    def _observe(self) -> None:
+        """Re-derive the time-stamped conditions after a change."""
+        live = self._live_count()
+        if live and self.since.live is None:
+            self.since.live = self.now
+        if not live and self.since.live is not None:
+            self.since.live = None
+            self.since.no_live = self.now
+        if live and self.caller_state == "present":
+            self.since.handed = True
+        if self.caller_state == "present" and self.caller_p.identity not in (
+            self.w.room.remote_participants if self.w else {}
+        ):
+            # removed by the worker (hang up): the server dropped the leg
+            self.caller_state = "gone"
+            self._note("caller removed by the worker")
+
+    def _step_done(self) -> None:
+        self._observe()
+
+    # ---- the caller ------------------------------------------------------------
+
+    @precondition(lambda self: self.caller_state == "absent")
+    @rule()
+    def caller_joins(self) -> None:
+        self._join_caller()
+        self._step_done()
+
+    @precondition(lambda self: self.caller_state == "present")
+    @rule(how=st.sampled_from(["leave", "status"]))
+    def caller_hangs_up(self, how: str) -> None:
+        assert self.w is not None
+        self.caller_state = "gone"
+        self._note(f"caller hangs up ({how})")
+        if how == "leave":
+            self.w.room.leave(self.caller_p.identity)
+        else:
+            self.w.room.set_attributes(self.caller_p, {"sip.callStatus": "hangup"})
+        self._step_done()
+
+    # ---- agents -------------------------------------------------------------------
+
+    @rule(name=st.sampled_from(AGENTS), publish=st.sampled_from(["none", "muted", "live"]))
+    def agent_joins(self, name: str, publish: str) -> None:
+        assert self.w is not None
+        if name in self.agents:
+            return
+        p = FakeParticipant(name)
+        a = self.agents[name] = AgentModel(p)
+        if publish != "none":  # published before joining: seen with the join
+            a.pub = FakePublication(muted=publish == "muted")
+            p.track_publications[a.pub.sid] = a.pub
+        self._note(f"{name} joins ({publish})")
+        self.w.room.join(p)
+        self._step_done()
+
+    @rule(name=st.sampled_from(AGENTS))
+    def agent_gets_role(self, name: str) -> None:
+        a = self.agents.get(name)
+        if a is None or a.role_set or self.w is None:
+            return
+        a.role_set = True
+        self._note(f"{name} role=agent")
+        self.w.room.set_attributes(a.p, {"role": "agent"})
+        self._step_done()
+
+    @rule(name=st.sampled_from(AGENTS), muted=st.booleans())
+    def agent_publishes(self, name: str, muted: bool) -> None:
+        a = self.agents.get(name)
+        if a is None or a.pub is not None or self.w is None:
+            return
+        self._note(f"{name} publishes (muted={muted})")
+        a.pub = self.w.room.publish(a.p, muted)
+        self._step_done()
+
+    @rule(name=st.sampled_from(AGENTS), muted=st.booleans())
+    def agent_mutes(self, name: str, muted: bool) -> None:
+        a = self.agents.get(name)
+        if a is None or a.pub is None or a.pub.muted == muted or self.w is None:
+            return
+        self._note(f"{name} muted={muted}")
+        self.w.room.set_muted(a.p, a.pub, muted)
+        self._step_done()
+
+    @rule(name=st.sampled_from(AGENTS))
+    def agent_unpublishes(self, name: str) -> None:
+        a = self.agents.get(name)
+        if a is None or a.pub is None or self.w is None:
+            return
+        pub, a.pub = a.pub, None
+        self._note(f"{name} unpublishes")
+        self.w.room.unpublish(a.p, pub)
+        self._step_done()
+
+    @rule(name=st.sampled_from(AGENTS))
+    def agent_leaves(self, name: str) -> None:
+        a = self.agents.pop(name, None)
+        if a is None or self.w is None:
+            return
+        self._note(f"{name} leaves")
+        self.w.room.leave(name)
+        self._step_done()
+
+    # ---- the worker's surroundings ---------------------------------------------
+
+    @rule(inbound=st.sampled_from([Inbound.OK, Inbound.MISSING, Inbound.SILENT]))
+    def media_verdict(self, inbound: Inbound) -> None:
+        assert self.w is not None
+        live = [m for m in self.w.monitors if not m.closed]
+        if live and not self.task.done():
+            self._note(f"media {inbound}")
+            self.w.loop.run_until_complete(_call(live[-1].verdict, inbound))
+        self._step_done()
+
+    @rule()
+    def player_dies(self) -> None:
+        assert self.w is not None
+        published = self.w.room.local_participant.published
+        if not published:
+            return
+        for track in published.values():
+            track.source.fail_next = True
+        self.since.player_failed = True
+        self.since.player_failed_at = self.now
+        self._note("player dies")
+
+    @rule(n=st.sampled_from([1, 3]))
+    def next_publications_fail(self, n: int) -> None:
+        assert self.w is not None
+        self.w.publish_failures = n
+        self.failures_injected = True
+        self._note(f"next {n} publications fail")
+
+    @rule(dt=st.sampled_from([0.05, 0.2, 0.45, 1.0, 3.0, 7.0]))
+    def time_passes(self, dt: float) -> None:
+        assert self.w is not None
+        self.w.run_for(dt)
+        self._observe()
+        self._check_audio()
+
+    # ---- invariants -----------------------------------------------------------
+
+    def _fail(self, what: str) -> None:
+        raise AssertionError(what + "\n" + "\n".join(self.since.events[-30:]))
+
+    def _check_audio(self) -> None:
+        assert self.w is not None
+        t0, t1 = self.checked, self.now
+        self.checked = t1
+        ended = self.task.done()
+        if self.caller_state != "present" or ended or self.since.caller is None:
+            return
+        g = self.w.gains(t0, t1)
+        if self.first_sound is None:
+            on = np.nonzero(self.w.gains(self.since.caller, t1) > 0.5)[0]
+            if on.size:
+                self.first_sound = self.since.caller + on[0] / SAMPLE_RATE
+        # a publication takes its delay; failed ones are retried after 0.5 and 1 s
+        publish_wait = self.w.publish_delay
+        if self.failures_injected:
+            publish_wait = 1.5 + 3 * self.w.publish_delay
+        if self.since.live is not None:
+            # an agent is live: silence from the end of the fade on
+            start = max(self.since.live, self.since.caller) + FADE_S + SLACK_S
+            if start < t1:
+                seg = self.w.gains(max(start, t0), t1)
+                if seg.size and float(seg.max()) > 0.002:
+                    self._fail(f"hold audio at {seg.max():.3f} over a live agent by {t1:.2f}")
+        else:
+            allowance = FADE_S + publish_wait + SLACK_S
+            muted_agent_present = any(a.recognised for a in self.agents.values())
+            if self.since.handed and muted_agent_present:
+                if self.quiet == 0:
+                    allowance = math.inf  # only leaving brings hold back
+                else:
+                    allowance += self.settle + self.quiet + publish_wait
+            start = max(self.since.no_live, self.since.caller) + allowance
+            if self.since.player_failed_at is not None:
+                # the dead player is noticed at its next push (a chunk), then
+                # replaced and faded in
+                start = max(start, self.since.player_failed_at + 0.5 + allowance)
+            if start < t1:
+                seg = self.w.gains(max(start, t0), t1)
+                if seg.size and float(seg.min()) < 0.98:
+                    where = max(start, t0) + float(np.argmin(seg)) / SAMPLE_RATE
+                    self._fail(f"caller without an agent hears gain {seg.min():.3f} at {where:.3f}")
+        if self.first_sound is not None and not self.since.player_failed:
+            a = max(t0 - 1 / SAMPLE_RATE, self.first_sound)
+            if a < t1:
+                seg = self.w.gains(a, t1)
+                if seg.size > 1:
+                    steps = np.abs(np.diff(seg))
+                    i = int(np.argmax(steps))
+                    if steps[i] > MAX_STEP:
+                        self._fail(
+                            f"click: gain step {steps[i]:.4f} at {a + i / SAMPLE_RATE:.4f} s"
+                        )
+        _ = g
+
+    @invariant()
+    def resources(self) -> None:
+        if self.w is None:
+            return
+        open_monitors = [m for m in self.w.monitors if not m.closed]
+        assert len(open_monitors) <= 1, f"{len(open_monitors)} media monitors at once"
+        assert self.w.resolve_calls <= 1, "the store was resolved twice"
+        if self.task.done():
+            self._check_ended()
+
+    def _check_ended(self) -> None:
+        assert self.w is not None
+        exc = self.task.exception()
+        if exc is not None:
+            raise exc
+        if self.caller_state == "present" and self.caller_p.identity in (
+            self.w.room.remote_participants
+        ):
+            hung_up = self.caller_p.identity in self.w.ctx.api.room.removed
+            if not hung_up and not self.w.ctx.transfers:
+                self._fail(
+                    f"call ended ({self.session.lifecycle.end_reason!r}) with the caller "
+                    "still in the room, not hung up"
+                )
+        assert not self.w.room.local_participant.published, "hold track left published"
+        assert all(m.closed for m in self.w.monitors), "a media monitor left running"
+        history = self.w.room.local_participant.attributes_history
+        if history and self.w.room.connected:  # a closed room takes no attributes
+            assert history[-1]["hold.state"] == str(self.session.lifecycle.state)
+        if self.session.lifecycle.state is State.DONE:
+            assert self.session.lifecycle.end_reason
+        pending = [
+            t
+            for t in asyncio.all_tasks(self.w.loop)
+            if not t.done() and t is not self.task and t.get_coro() is not None
+        ]
+        assert not pending, f"left running after the call: {[t.get_name() for t in pending]}"
+
+    def teardown(self) -> None:
+        w = self.w
+        if w is None:
+            return
+        try:
+            if not self.task.done():
+                if self.caller_state == "absent":
+                    w.room.join(self.caller_p)
+                w.room.leave(self.caller_p.identity)
+                w.run_for(3.0)
+                self.caller_state = "gone"
+                if self.session._caller is None:
+                    # left before the worker saw them: the server closes the
+                    # empty room, as LiveKit does
+                    w.room.close()
+                    w.run_for(3.0)
+            assert self.task.done(), "the call did not end after the caller left"
+            w.run_for(0.1)
+            self._check_ended()
+        finally:
+            for t in asyncio.all_tasks(w.loop):
+                t.cancel()
+            w.close()
+
+
+async def _call(fn: object, *args: object) -> None:
+    fn(*args)  # type: ignore[operator]
+
+
+CallModel.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestCallModel = CallModel.TestCase

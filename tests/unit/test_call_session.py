@@ -1,0 +1,257 @@
+"""CallSession regressions, one per defect of the hold-integrity issue, on the
+fake room (tests/unit/fakeroom.py) with the real lifecycle and HoldPlayer.
+
+Each test failed on the code before its fix (a6ab5a3)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from livekit import rtc
+
+from tests.unit.fakeroom import FakeParticipant, World, caller
+from worker.call import kind_name
+from worker.hold.audio import SAMPLE_RATE
+from worker.lifecycle import State, Timers
+from worker.roles import AgentRule, Role, classify
+from worker.settings import Settings
+
+FADE_S = 0.4
+MAX_STEP = 1.1 * (math.pi / 2) / (SAMPLE_RATE * FADE_S) + 3 / 16384
+
+
+def settings(**kw: object) -> Settings:
+    return Settings(chunk_ms=500, fade_ms=400, _env_file=None, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World(timers=Timers(caller_join_timeout=60.0))
+    yield w
+    for t in asyncio.all_tasks(w.loop):
+        t.cancel()
+    w.close()
+
+
+def start(w: World, s: Settings | None = None) -> tuple[object, asyncio.Task[str]]:
+    s = s or settings()
+    timers = Timers(
+        caller_join_timeout=60.0,
+        handoff_settle=s.handoff_settle_s,
+        leave_after_handoff=s.leave_after_handoff,
+        agent_quiet_after=s.agent_quiet_s,
+    )
+    w.plan = dataclasses.replace(w.plan, timers=timers)
+    sess = w.session(s)
+    task = w.loop.create_task(sess.run())
+    w.run_for(0.01)
+    return sess, task
+
+
+def agent(w: World, name: str, *, muted: bool = False, role: bool = False) -> FakeParticipant:
+    p = FakeParticipant(name, attributes={"role": "agent"} if role else {})
+    w.room.join(p)
+    w.room.publish(p, muted)
+    return p
+
+
+def level(w: World, t0: float, t1: float) -> tuple[float, float]:
+    g = w.gains(t0, t1)
+    return float(g.min()), float(g.max())
+
+
+def test_failed_publication_hangs_up_and_tears_down(world: World) -> None:
+    """Defect 1: it returned without hanging up or closing the monitor."""
+    world.publish_failures = 3
+    world.publish_delay = 0.1
+    _sess, task = start(world)
+    world.room.join(caller())  # joins while the publication is being tried
+    world.run_for(3.0)
+    assert task.done() and task.result().startswith("hold audio could not be published")
+    assert world.ctx.api.room.removed == ["sip_+15550100123"]
+    assert world.monitors and all(m.closed for m in world.monitors)
+    assert world.room.local_participant.attributes_history[-1]["hold.state"] == "done"
+
+
+def test_agent_recognised_by_attribute_keeps_the_music_off(world: World) -> None:
+    """Defect 2: an agent with role=agent (set after joining) was never
+    'present'; when the prefix-named agent left, hold came back over them."""
+    sess, _task = start(world, settings(handoff_settle_s=0.0))
+    world.room.join(caller())
+    world.run_for(1.0)
+    agent(world, "agent-1")
+    web = FakeParticipant("web-7")
+    world.room.join(web)
+    world.room.publish(web, False)
+    world.room.set_attributes(web, {"role": "agent"})
+    world.run_for(2.0)
+    world.room.leave("agent-1")
+    world.run_for(2.0)
+    t = world.loop.time()
+    assert sess.lifecycle.state is not State.HOLDING  # type: ignore[attr-defined]
+    assert level(world, t - 1.5, t)[1] == 0.0, "hold audio over a live agent"
+
+
+def test_live_agent_leaving_in_the_settle_window_with_a_muted_one_present(world: World) -> None:
+    """Defect 3: the worker left after the settle time and the caller was alone."""
+    sess, task = start(world, settings(handoff_settle_s=3.0))
+    world.room.join(caller())
+    world.run_for(1.0)
+    agent(world, "agent-b", muted=True)
+    agent(world, "agent-a")
+    world.run_for(1.0)
+    assert sess.lifecycle.state is State.SETTLING  # type: ignore[attr-defined]
+    world.room.leave("agent-a")
+    t = world.loop.time()
+    world.run_for(4.0)
+    assert not task.done()
+    assert level(world, t + FADE_S + 0.1, t + 4.0)[0] > 0.98, "caller alone in silence"
+
+
+def test_caller_joining_during_publication_is_handled_once(world: World) -> None:
+    """Defect 4: two CallerJoined, two store tasks, two monitors."""
+    world.publish_delay = 0.3
+    sess, _task = start(world)
+    world.room.join(caller())  # during the publication; replayed after it
+    world.run_for(1.0)
+    assert world.resolve_calls == 1
+    assert len(world.monitors) == 1
+    assert sess.monitors_started == 1  # type: ignore[attr-defined]
+
+
+def test_hangup_while_caller_joined_is_still_queued(world: World) -> None:
+    """Defect 4: the hangup was judged against lifecycle.caller (not yet set)
+    and lost; the call waited for its join timeout."""
+    world.publish_delay = 0.3
+    _sess, task = start(world)
+    world.room.join(caller())
+    world.room.leave("sip_+15550100123")  # before the lifecycle saw the join
+    world.run_for(1.0)
+    assert task.done() and task.result() == "caller hung up"
+
+
+def test_resume_mid_fade_has_no_click(world: World) -> None:
+    """Defect 5: a resume 150 ms into a fade dropped the gain 0.83 -> 0."""
+    _sess, _task = start(world)
+    world.room.join(caller())
+    world.run_for(1.0)
+    a = agent(world, "agent-1")
+    world.run_for(0.15)
+    world.room.set_muted(a, next(iter(a.track_publications.values())), True)
+    world.run_for(1.0)
+    t = world.loop.time()
+    g = world.gains(0.5, t)
+    steps = np.abs(np.diff(g))
+    assert float(steps.max()) <= MAX_STEP, f"click of {steps.max():.3f}"
+    assert level(world, t - 0.3, t)[0] > 0.98  # and hold is back up
+
+
+def test_new_fade_during_a_resume_ramp_has_no_click(world: World) -> None:
+    """Defect 5, the other way: a fade during a resume jumped to full level."""
+    _sess, _task = start(world)
+    world.room.join(caller())
+    world.run_for(1.0)
+    a = agent(world, "agent-1")
+    pub = next(iter(a.track_publications.values()))
+    world.run_for(0.45)  # faded out
+    world.room.set_muted(a, pub, True)
+    world.run_for(0.1)  # resuming
+    world.room.set_muted(a, pub, False)
+    world.run_for(1.0)
+    g = world.gains(0.5, world.loop.time())
+    assert float(np.abs(np.diff(g)).max()) <= MAX_STEP
+
+
+def test_dead_player_is_replaced(world: World) -> None:
+    """Defect 6: a failing player task stopped hold audio with nothing noticing."""
+    _sess, _task = start(world)
+    world.room.join(caller())
+    world.run_for(1.0)
+    for track in world.room.local_participant.published.values():
+        track.source.fail_next = True
+    world.run_for(3.0)
+    t = world.loop.time()
+    assert level(world, t - 1.0, t)[0] > 0.98, "hold audio did not come back"
+    assert len(world.room.local_participant.published) == 1
+
+
+def test_teardown_survives_failed_tasks(world: World) -> None:
+    """Defect 6: an exception stored in the store task aborted teardown
+    before `done` was published and the track unpublished."""
+    world.resolve_fails = False
+    world.resolve_delay = 0.2
+
+    async def broken(_attrs: dict[str, str]) -> object:
+        return object()  # not a plan: the store task fails after resolving
+
+    sess, task = start(world)
+    sess._resolve_plan = broken  # type: ignore[attr-defined]
+    world.room.join(caller())
+    world.run_for(1.0)
+    world.room.leave("sip_+15550100123")
+    world.run_for(1.0)
+    assert task.done() and task.exception() is None
+    assert not world.room.local_participant.published
+    assert world.room.local_participant.attributes_history[-1]["hold.state"] == "done"
+
+
+def test_structured_log_fields_reach_the_record(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defect 7: LoggerAdapter dropped every extra= field on Python 3.11."""
+    caplog.set_level(logging.INFO, logger="hold-worker.call")
+    sess, _task = start(world)
+    world.room.join(caller())
+    world.run_for(0.5)
+    published = [r for r in caplog.records if r.getMessage() == "hold audio published"]
+    joined = [r for r in caplog.records if r.getMessage() == "caller joined"]
+    assert published and isinstance(published[0].__dict__.get("publish_ms"), int)
+    assert joined and joined[0].__dict__.get("caller") == sess._caller_masked  # type: ignore[attr-defined]
+    assert joined[0].__dict__.get("room") == world.room.name
+
+
+def test_agents_dropping_long_after_the_handoff_get_hold_back(world: World) -> None:
+    """Defect 10: after the settle window the worker left, so a caller whose
+    agents all dropped later was alone in silence."""
+    sess, _task = start(world, settings(handoff_settle_s=3.0))
+    c = caller()
+    world.room.join(c)
+    world.run_for(1.0)
+    agent(world, "agent-a")
+    world.run_for(4.0)
+    agent(world, "agent-b")
+    world.run_for(5.0)
+    assert sess.lifecycle.state is State.MONITORING  # type: ignore[attr-defined]
+    assert not world.room.local_participant.published  # no track after the handoff
+    assert not any(p.subscribed for p in c.track_publications.values())  # no media
+    world.room.leave("agent-a")
+    world.room.leave("agent-b")
+    t = world.loop.time()
+    world.run_for(3.0)
+    assert level(world, t + 2.0, t + 3.0)[0] > 0.98, "no hold within 2 s of the agents leaving"
+    assert any(p.subscribed for p in c.track_publications.values())  # watching again
+
+
+def test_leave_after_handoff_setting_keeps_the_old_behaviour(world: World) -> None:
+    _sess, task = start(world, settings(handoff_settle_s=0.5, leave_after_handoff=True))
+    world.room.join(caller())
+    world.run_for(1.0)
+    agent(world, "agent-a")
+    world.run_for(2.0)
+    assert task.done() and task.result() == "handed over to agent-a"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR, rtc.ParticipantKind.PARTICIPANT_KIND_BRIDGE],
+)
+def test_connector_and_bridge_are_services(kind: int) -> None:
+    """Defect 11: they were 'kind5'/'kind6', i.e. UNKNOWN rather than SERVICE."""
+    p = FakeParticipant("agent-lookalike", kind=kind)
+    assert classify(kind_name(p), p.identity, {}, AgentRule()) is Role.SERVICE  # type: ignore[arg-type]
