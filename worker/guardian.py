@@ -9,14 +9,23 @@ always publishes `done` first) and the caller is still there with neither
 another hold agent nor a live human agent, it asks LiveKit to dispatch the
 agent to that room again, and any live replica takes the call.
 
+A hold worker that dies while a human agent talks to the caller is not
+replaced then (the agent is live). So when a human agent leaves, the
+guardian looks again: the caller still there, no hold agent present and no
+other human agent live means nobody brings hold audio back, and it
+dispatches the agent (`HOLD_AGENT_NAME`) the same way. A live hold worker
+stays in the room after a handoff and is present then, so in normal
+operation this never fires.
+
 Hardening:
 - LiveKit API requests (list participants, create dispatch) are retried with
   exponential backoff within a bounded time (`RetryPolicy`); if they still
   fail the webhook is answered 500, so LiveKit delivers it again.
 - Deliveries are de-duplicated by the event's id; an event older than
   `max_age_s` (60 s) is ignored.
-- One re-dispatch per call across replicas: a claim `SET key NX EX 120` in
-  Redis (`HOLD_REDIS_URL`), keyed by the room and the left participant's sid.
+- One re-dispatch per departure across replicas: a claim `SET key NX EX 120`
+  in Redis (`HOLD_REDIS_URL`), keyed by the room and the left participant's
+  sid (the hold worker's or the human agent's).
   Without Redis, or when Redis fails, an in-process claim (one replica makes
   one dispatch; two replicas may make two).
 
@@ -86,28 +95,51 @@ def _is_live_human_agent(m: Member, rule: AgentRule) -> bool:
     return classify(_kind_name(m.kind), m.identity, m.attributes, rule) is Role.HUMAN_AGENT
 
 
+def is_human_agent(m: Member, rule: AgentRule) -> bool:
+    """A human agent (live or not): a standard participant the agent rule matches."""
+    return (
+        m.kind == STANDARD
+        and classify(_kind_name(m.kind), m.identity, m.attributes, rule) is Role.HUMAN_AGENT
+    )
+
+
 def redispatch_reason(
-    left: Member, remaining: Iterable[Member], rule: AgentRule | None = None
+    left: Member,
+    remaining: Iterable[Member],
+    rule: AgentRule | None = None,
+    agent_name: str = "",
 ) -> str | None:
-    """Why the agent must be dispatched again after `left` left, or None. Pure."""
+    """Why the agent must be dispatched again after `left` left, or None. Pure.
+
+    `left` is a hold agent whose call was unfinished, or a human agent (the
+    hold worker may have died while they talked to the caller). An agent
+    with a `hold.state`, or not yet published but dispatched under the left
+    hold agent's name (for a human agent: `agent_name`, HOLD_AGENT_NAME),
+    counts as a hold agent present."""
     rule = rule or AgentRule()
-    state = left.attributes.get("hold.state", "")
-    if left.kind != AGENT or state not in UNFINISHED:
-        return None  # not ours, or it finished cleanly (it publishes "done" first)
+    if left.kind == AGENT:
+        state = left.attributes.get("hold.state", "")
+        if state not in UNFINISHED:
+            return None  # not ours, or it finished cleanly (it publishes "done" first)
+        names = {left.attributes.get("lk.agent.name", "")} - {""}
+        why = f"hold agent left with hold.state={state} and the caller still in the room"
+    elif is_human_agent(left, rule):
+        names = {agent_name} - {""}
+        why = "a human agent left the caller with no hold agent and no live human agent"
+    else:
+        return None
     members = [m for m in remaining if not m.disconnected]
     callers = [m for m in members if m.kind == SIP]
     if not callers or any(m.attributes.get("sip.callStatus") == "hangup" for m in callers):
         return None  # the caller is gone too
-    agent_name = left.attributes.get("lk.agent.name", "")
     for m in members:
         if m.kind == AGENT and (
-            m.attributes.get("hold.state")
-            or (agent_name and m.attributes.get("lk.agent.name") == agent_name)
+            m.attributes.get("hold.state") or m.attributes.get("lk.agent.name") in names
         ):
-            return None  # another hold worker is already there (or joining)
+            return None  # a hold worker is already there (or joining)
     if any(_is_live_human_agent(m, rule) for m in members):
         return None  # a human agent is talking to the caller
-    return f"hold agent left with hold.state={state} and the caller still in the room"
+    return why
 
 
 def member_of(p: api.ParticipantInfo) -> Member:
@@ -323,10 +355,13 @@ class Guardian:
         """Act on one verified event; returns what was done. Raises when LiveKit
         still fails after the retries (the delivery is then forgotten, so a
         redelivery is acted on)."""
-        if event.event != "participant_left" or event.participant.kind != AGENT:
+        if event.event != "participant_left":
             return "ignored"
-        if event.participant.attributes.get("hold.state", "") not in UNFINISHED:
-            return "finished"
+        if event.participant.kind == AGENT:
+            if event.participant.attributes.get("hold.state", "") not in UNFINISHED:
+                return "finished"
+        elif not is_human_agent(_left_member(event), self.rule):
+            return "ignored"  # the caller, an observer, a service participant
         now = self.clock()
         if event.created_at and now - event.created_at > self.max_age_s:
             logger.info(
@@ -351,7 +386,7 @@ class Guardian:
 
     async def _check(self, event: api.WebhookEvent) -> str:
         room = event.room.name
-        left = Member(int(event.participant.kind), dict(event.participant.attributes))
+        left = _left_member(event)
         async with self.api_factory() as lk:
             try:
                 resp = await self._retry(
@@ -365,7 +400,7 @@ class Guardian:
             members = [
                 member_of(p) for p in resp.participants if p.identity != event.participant.identity
             ]
-            reason = redispatch_reason(left, members, self.rule)
+            reason = redispatch_reason(left, members, self.rule, self.agent_name)
             if reason is None:
                 return "not needed"
             key = claim_key(room, event.participant.sid)
@@ -373,8 +408,11 @@ class Guardian:
                 logger.info(f"room {masked(room)}: another guardian re-dispatches this call")
                 return "claimed elsewhere"
             # the agent name the dead worker was dispatched as (LiveKit sets it
-            # on every agent participant); ours (HOLD_AGENT_NAME) otherwise
-            agent_name = left.attributes.get("lk.agent.name") or self.agent_name
+            # on every agent participant); ours (HOLD_AGENT_NAME) otherwise,
+            # and always after a human agent left
+            agent_name = (
+                left.attributes.get("lk.agent.name") if left.kind == AGENT else ""
+            ) or self.agent_name
             try:
                 await self._retry(
                     "create dispatch",
@@ -403,6 +441,11 @@ class Guardian:
             },
         )
         return "dispatched"
+
+
+def _left_member(event: api.WebhookEvent) -> Member:
+    p = event.participant
+    return Member(int(p.kind), dict(p.attributes), identity=p.identity)
 
 
 async def _health(_request: web.Request) -> web.Response:

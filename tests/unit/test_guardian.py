@@ -108,6 +108,31 @@ def test_a_live_human_agent_means_no_dispatch() -> None:
     assert redispatch_reason(dead, [caller, human("staff-bob")], RULE) is not None
 
 
+def test_a_human_agent_leaving_the_caller_alone_needs_the_hold_agent() -> None:
+    # the hold worker died while the agent talked (no re-dispatch then); now
+    # the agent leaves: nobody brings hold audio back
+    for left in (human(), human("web-7", role="agent"), human(live=False)):
+        assert redispatch_reason(left, [caller], RULE, "hold-agent") is not None, left
+    # a participant that is not a human agent leaving changes nothing
+    assert redispatch_reason(human("observer-1"), [caller], RULE, "hold-agent") is None
+    # the hold worker is alive (it stays in the room after a handoff) or joining
+    for hold in (
+        agent(State.MONITORING.value),
+        agent("", **{"lk.agent.name": "hold-agent"}),
+    ):
+        assert redispatch_reason(human(), [caller, hold], RULE, "hold-agent") is None, hold
+    other = agent("", **{"lk.agent.name": "ai-assistant"})
+    assert redispatch_reason(human(), [caller, other], RULE, "hold-agent") is not None
+    # another human agent is live; one who is muted is not
+    assert redispatch_reason(human(), [caller, human("agent-bob")], RULE, "hold-agent") is None
+    muted = human("agent-bob", live=False)
+    assert redispatch_reason(human(), [caller, muted], RULE, "hold-agent") is not None
+    # the caller is gone
+    assert redispatch_reason(human(), [], RULE, "hold-agent") is None
+    hangup = Member(SIP, {"sip.callStatus": "hangup"})
+    assert redispatch_reason(human(), [hangup], RULE, "hold-agent") is None
+
+
 # ---- a fake LiveKit API ---------------------------------------------------------
 
 
@@ -225,6 +250,30 @@ def left_event(
             attributes={"hold.state": state, "lk.agent.name": "hold-agent-blue"},
         ),
     )
+
+
+def human_left_event(
+    event_id: str = "EV_h1",
+    identity: str = "agent-alice",
+    attributes: dict[str, str] | None = None,
+    kind: int = STANDARD,
+) -> api.WebhookEvent:
+    return api.WebhookEvent(
+        event="participant_left",
+        id=event_id,
+        created_at=int(NOW - 2),
+        room=api.Room(name=ROOM),
+        participant=api.ParticipantInfo(
+            sid=f"PA_{identity}",
+            identity=identity,
+            kind=kind,  # type: ignore[arg-type]
+            attributes=attributes or {},
+            state=api.ParticipantInfo.State.DISCONNECTED,
+        ),
+    )
+
+
+HOLD_WORKER = participant("agent-AJ_live", AGENT, {"hold.state": State.MONITORING.value})
 
 
 # ---- the re-dispatch ---------------------------------------------------------------
@@ -535,3 +584,109 @@ async def test_two_replicas_without_redis_may_both_dispatch() -> None:
     ev = left_event()
     assert await asyncio.gather(*(g.process(ev) for g in replicas)) == ["dispatched"] * 2
     assert len(lk.dispatches) == 2
+
+
+# ---- a human agent leaves ---------------------------------------------------------
+
+
+async def test_the_last_human_agent_leaving_the_caller_alone_dispatches_the_hold_agent() -> None:
+    # the hold worker dies while agent-alice talks to the caller: no dispatch
+    alice = participant("agent-alice", STANDARD, tracks=[audio()])
+    lk = FakeLiveKit([SIP_CALLER, alice])
+    g, _ = guardian(lk)
+    assert await g.process(left_event()) == "not needed"
+    # then she leaves (LiveKit may still list her): the caller is alone
+    lk.participants = [SIP_CALLER, alice]
+    assert await g.process(human_left_event()) == "dispatched"
+    # under our agent name (HOLD_AGENT_NAME), not the dead worker's
+    assert [(d.room, d.agent_name) for d in lk.dispatches] == [(ROOM, "hold-agent")]
+    assert g.dispatched == 1
+    # the same de-dup and claim as a hold agent's departure
+    assert await g.process(human_left_event()) == "duplicate"
+    assert await g.process(human_left_event("EV_h_other")) == "claimed elsewhere"
+    # a human agent recognised by the role attribute, in a room that never had
+    # a hold worker: the same
+    lk2 = FakeLiveKit()
+    g2, _ = guardian(lk2)
+    assert await g2.process(human_left_event(identity="web-7", attributes={"role": "agent"})) == (
+        "dispatched"
+    )
+    assert [d.agent_name for d in lk2.dispatches] == ["hold-agent"]
+
+
+async def test_a_human_agent_leaving_with_the_hold_worker_present_dispatches_nothing() -> None:
+    # Normal operation: the hold worker stays in the room after the handoff
+    # and brings hold back itself.
+    lk = FakeLiveKit([SIP_CALLER, HOLD_WORKER])
+    g, _ = guardian(lk)
+    assert await g.process(human_left_event("EV_h1")) == "not needed"
+    # one dispatched and still joining (our agent name, no hold.state yet)
+    joining = participant("agent-AJ_new", AGENT, {"lk.agent.name": "hold-agent"})
+    lk.participants = [SIP_CALLER, joining]
+    assert await g.process(human_left_event("EV_h2", identity="agent-bob")) == "not needed"
+    assert lk.list_calls == 2 and lk.dispatches == []
+    # control: the same departure with no hold agent in the room dispatches
+    lk.participants = [SIP_CALLER]
+    assert await g.process(human_left_event("EV_h3", identity="agent-carol")) == "dispatched"
+
+
+async def test_a_human_agent_leaving_while_another_is_live_dispatches_nothing() -> None:
+    bob = participant("agent-bob", STANDARD, tracks=[audio()])
+    lk = FakeLiveKit([SIP_CALLER, bob])
+    g, _ = guardian(lk)
+    assert await g.process(human_left_event("EV_h1")) == "not needed"
+    by_role = participant("web-2", STANDARD, {"role": "agent"}, [audio()])
+    lk.participants = [SIP_CALLER, by_role]
+    assert await g.process(human_left_event("EV_h2")) == "not needed"
+    assert lk.list_calls == 2 and lk.dispatches == []
+    # the other one is there but muted: the caller hears nobody
+    lk.participants = [SIP_CALLER, participant("agent-bob", STANDARD, tracks=[audio(True)])]
+    assert await g.process(human_left_event("EV_h3")) == "dispatched"
+
+
+async def test_a_human_agent_leaving_after_the_caller_dispatches_nothing() -> None:
+    lk = FakeLiveKit([])
+    g, _ = guardian(lk)
+    assert await g.process(human_left_event("EV_h1")) == "not needed"
+    hangup = participant(f"sip_{NUMBER}", SIP, {"sip.callStatus": "hangup"})
+    lk.participants = [hangup]
+    assert await g.process(human_left_event("EV_h2")) == "not needed"
+    gone = api.ParticipantInfo()
+    gone.CopyFrom(SIP_CALLER)
+    gone.state = api.ParticipantInfo.State.DISCONNECTED
+    lk.participants = [gone]
+    assert await g.process(human_left_event("EV_h3")) == "not needed"
+    assert lk.list_calls == 3 and lk.dispatches == []
+    # control: with the caller still there it dispatches
+    lk.participants = [SIP_CALLER]
+    assert await g.process(human_left_event("EV_h4")) == "dispatched"
+
+
+async def test_others_leaving_are_ignored_without_a_request() -> None:
+    lk = FakeLiveKit()
+    g, _ = guardian(lk)
+    assert await g.process(human_left_event(identity="observer-1")) == "ignored"
+    assert await g.process(human_left_event(identity=f"sip_{NUMBER}", kind=SIP)) == "ignored"
+    assert lk.list_calls == 0 and lk.dispatches == []
+    # control: a human agent leaving the same room is acted on
+    assert await g.process(human_left_event(identity="agent-alice")) == "dispatched"
+
+
+async def test_two_replicas_with_redis_dispatch_once_when_a_human_agent_leaves(
+    redis_url: str,
+) -> None:
+    import redis.asyncio as aioredis
+
+    lk = FakeLiveKit()
+    clients = [aioredis.from_url(redis_url), aioredis.from_url(redis_url)]
+    try:
+        replicas = [guardian(lk, claims=RedisClaims(c))[0] for c in clients]
+        for n in range(10):
+            ev = human_left_event(f"EV_h{n}", identity=f"agent-{n}")
+            outcomes = await asyncio.gather(*(g.process(ev) for g in replicas))
+            assert sorted(outcomes) == ["claimed elsewhere", "dispatched"], n
+        assert len(lk.dispatches) == 10
+        assert {d.agent_name for d in lk.dispatches} == {"hold-agent"}
+    finally:
+        for c in clients:
+            await c.aclose()
