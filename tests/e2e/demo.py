@@ -2,7 +2,8 @@
 
 A pjsua2 SIP caller (the carrier's stand-in) dials the trunk, the hold worker
 answers the room with hold audio, a livekit.rtc "human agent" joins after 3 s
-and speaks, the worker fades out and leaves. The last line is machine-readable:
+and speaks, the worker fades out and stays, silent, until the caller hangs
+up. The last line is machine-readable:
 
 demo: dead_air_ms=<n> handoff_ms=<n> caller_hears_agent=<yes|no> agent_hears_caller=<yes|no>
 """

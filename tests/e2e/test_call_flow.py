@@ -14,6 +14,7 @@ from livekit import api
 from tests.e2e.support.human_agent import HumanAgent
 from tests.e2e.support.scenario import (
     agent_kinds_in_room,
+    await_monitoring,
     find_call_room,
     format_timeline,
     held_call,
@@ -35,7 +36,8 @@ async def test_caller_hears_hold_then_agent(lk_env, lkapi, worker, work_dir, hol
     print(
         f"dead_air_ms={out.dead_air_ms} handoff_ms={out.handoff_ms} "
         f"caller_hears_agent={out.caller_hears_agent} agent_hears_caller={out.agent_hears_caller} "
-        f"worker_left={out.worker_left}"
+        f"worker states after the agent spoke {out.worker_states}, "
+        f"worker_left_after_hangup_ms={out.worker_left_after_hangup_ms}"
     )
     assert out.status_code == 200
     # (a) hold audio from the answer on: at most 1000 ms of dead air (target 500)
@@ -46,7 +48,11 @@ async def test_caller_hears_hold_then_agent(lk_env, lkapi, worker, work_dir, hol
     assert out.handoff_ms <= FADE_MS + 300
     assert out.caller_hears_agent
     assert out.agent_hears_caller
-    assert out.worker_left
+    # (c) handed over, the worker stays: in the room, hold track unpublished,
+    # hold.state monitoring; its job ends when the caller hangs up
+    assert out.worker_monitoring_at is not None, out.worker_states
+    assert out.worker_left_after_hangup_ms is not None, "the worker stayed after the hangup"
+    assert 0 <= out.worker_left_after_hangup_ms <= 1000
     # a good call: media verdict ok both ways, never anything else
     print(f"media verdicts seen: {out.media_verdicts}")
     assert out.media_verdicts and out.media_verdicts[-1] == ("ok", "ok")
@@ -137,11 +143,10 @@ async def test_muted_agent_does_not_take_the_call_until_unmuted(
         assert attrs.get("hold.state") == "holding"
         muted_until = time.time()
         agent.unmute()
-        for _ in range(100):
-            if not await agent_kinds_in_room(lkapi, room):
-                break
-            await asyncio.sleep(0.05)
-        assert not await agent_kinds_in_room(lkapi, room), "no handoff after unmuting"
+        states: list[str] = []
+        handed_over = await await_monitoring(lkapi, room, 8.0, states)
+        print(f"after unmuting: worker states {states}")
+        assert handed_over is not None, f"no handoff after unmuting: {states}"
         await asyncio.wait_for(proc.wait(), 30)
     finally:
         await agent.leave()

@@ -179,12 +179,17 @@ async def test_image_holds_and_hands_over_a_call(
     print(f"\nroom {out.room}\n{format_timeline(out)}")
     print(
         f"image: dead_air_ms={out.dead_air_ms} handoff_ms={out.handoff_ms} "
-        f"caller_hears_agent={out.caller_hears_agent} worker_left={out.worker_left}"
+        f"caller_hears_agent={out.caller_hears_agent} worker states {out.worker_states} "
+        f"worker_left_after_hangup_ms={out.worker_left_after_hangup_ms}"
     )
     assert out.status_code == 200
     assert out.dead_air_ms is not None and out.dead_air_ms <= 1000
     assert out.handoff_ms is not None and out.handoff_ms <= 1000
-    assert out.caller_hears_agent and out.agent_hears_caller and out.worker_left
+    assert out.caller_hears_agent and out.agent_hears_caller
+    # handed over: the worker stays, unpublished and monitoring, until the caller hangs up
+    assert out.worker_monitoring_at is not None, out.worker_states
+    assert out.worker_left_after_hangup_ms is not None
+    assert 0 <= out.worker_left_after_hangup_ms <= 1000
     assert image_worker.proc.poll() is None
 
 

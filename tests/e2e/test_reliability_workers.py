@@ -4,8 +4,9 @@
   the other replica by itself; `python -m worker guardian`, fed by LiveKit's
   webhooks, re-dispatches it. How long is the caller without hold audio?
 - SIGTERM with a call on hold: the worker drains; the call keeps its hold
-  audio, is handed over to an agent who joins during the drain, and only
-  then does the worker exit.
+  audio and is handed over to an agent who joins during the drain; the
+  worker stays with the handed-over call (monitoring, the default since the
+  handoff no longer ends the job) and exits once the caller hangs up.
 """
 
 from __future__ import annotations
@@ -145,11 +146,13 @@ async def test_sigterm_drains_held_call_until_handed_over(lk_env, lkapi, work_di
             f"hold heard {during:.0%} of the {agent_at - term_at:.1f} s before the agent; "
             f"caller hears the agent {(hears_agent or 0) - agent_at:.1f} s after they speak; "
             f"worker exited ({code}) {exit_at - term_at:.1f} s after SIGTERM, "
-            f"{exit_at - agent_at:.1f} s after the agent spoke"
+            f"{exit_at - agent_at:.1f} s after the agent spoke, "
+            f"{exit_at - a.ended_at:.1f} s after the caller hung up"
         )
         assert alive_during and during > 0.9
         assert hears_agent is not None
-        assert code == 0 and exit_at > agent_at
+        # the job is the call: it ends (and the drained worker exits) with the hangup
+        assert code == 0 and exit_at > agent_at and exit_at >= a.ended_at
         assert "draining worker" in w.messages()
     finally:
         if agent is not None:

@@ -46,7 +46,13 @@ class CallOutcome:
     agent_hears_caller: bool = False
     caller_hears_other_agents: list[float] = field(default_factory=list)
     agent_hears_other_callers: list[float] = field(default_factory=list)
-    worker_left: bool | None = None
+    # After the handoff the worker stays in the room, its hold track
+    # unpublished, `hold.state` monitoring (HOLD_LEAVE_AFTER_HANDOFF=false, the default) ...
+    worker_monitoring_at: float | None = None
+    worker_states: list[str] = field(default_factory=list)  # hold.state values seen after
+    # ... and leaves when the caller hangs up: ms from the caller's hangup to
+    # the worker gone from the room (None: still there 5 s after the hangup).
+    worker_left_after_hangup_ms: float | None = None
     recording: np.ndarray | None = None
     record_rate: int = 8000
     agent_heard: np.ndarray | None = None  # 48 kHz, what the agent heard from the caller
@@ -168,6 +174,52 @@ async def agent_kinds_in_room(lk: api.LiveKitAPI, room: str) -> list[str]:
     return [p.identity for p in parts if p.kind == api.ParticipantInfo.Kind.AGENT]
 
 
+async def worker_info(lk: api.LiveKitAPI, room: str) -> api.ParticipantInfo | None:
+    """The hold worker's participant (kind AGENT) in the room, if it is there."""
+    try:
+        parts = (
+            await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        ).participants
+    except api.TwirpError:
+        return None
+    return next((p for p in parts if p.kind == api.ParticipantInfo.Kind.AGENT), None)
+
+
+def publishes_audio(p: api.ParticipantInfo) -> bool:
+    return any(t.type == api.TrackType.AUDIO for t in p.tracks)
+
+
+async def await_monitoring(
+    lk: api.LiveKitAPI, room: str, timeout: float, seen: list[str] | None = None
+) -> float | None:
+    """Wall time at which the worker was seen in the room with `hold.state`
+    monitoring and no published audio track (handed over, staying); None if
+    not within `timeout` (it left, or never got there). Every state seen goes
+    into `seen`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        w = await worker_info(lk, room)
+        state = w.attributes.get("hold.state", "") if w is not None else "(gone)"
+        if seen is not None and (not seen or seen[-1] != state):
+            seen.append(state)
+        if w is not None and state == "monitoring" and not publishes_audio(w):
+            return time.time()
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def worker_gone_at(
+    lk: api.LiveKitAPI, room: str, timeout: float, interval: float = 0.1
+) -> float | None:
+    """Wall time at which the worker was no longer in the room (None: still there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not await agent_kinds_in_room(lk, room):
+            return time.time()
+        await asyncio.sleep(interval)
+    return None
+
+
 async def held_by_worker(lk: api.LiveKitAPI, caller_number: str, timeout: float = 5.0) -> str:
     """The room of this caller's call, once an agent (the hold worker) is in it."""
     room = await find_call_room(lk, caller_number)
@@ -241,6 +293,8 @@ async def held_call(
     )
     out.note("caller dials the trunk")
     agent: HumanAgent | None = None
+    gone_at: float | None = None
+    watch_gone: asyncio.Task[float | None] | None = None
     try:
         out.room = await find_call_room(lk, number)
         out.note(f"room {out.room} has the SIP participant")
@@ -252,19 +306,23 @@ async def held_call(
         out.note("human agent joined")
         await agent.speak()
         out.note("human agent publishes audio")
-        # the worker should leave after the fade and the settle window (3 s)
-        left_at = None
-        deadline = time.monotonic() + 8.0
-        while time.monotonic() < deadline:
-            if not await agent_kinds_in_room(lk, out.room):
-                left_at = time.time()
-                break
-            await asyncio.sleep(0.05)
-        out.worker_left = left_at is not None
-        if left_at:
-            out.note("hold worker has left the room", left_at)
+        # after the fade and the settle window (3 s) the worker stays in the
+        # room, silent: hold track unpublished, hold.state monitoring
+        out.worker_monitoring_at = await await_monitoring(lk, out.room, 8.0, out.worker_states)
+        if out.worker_monitoring_at:
+            out.note("hold worker monitoring (in the room, unpublished)", out.worker_monitoring_at)
+        # the caller hangs up at the end of duration_s: the worker's job ends
+        watch_gone = asyncio.create_task(worker_gone_at(lk, out.room, duration_s + 35))
         await asyncio.wait_for(proc.wait(), duration_s + 30)
+        try:
+            gone_at = await asyncio.wait_for(watch_gone, 5.0)
+        except TimeoutError:
+            gone_at = None
+        if gone_at:
+            out.note("hold worker has left the room", gone_at)
     finally:
+        if watch_gone is not None:
+            watch_gone.cancel()
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
@@ -273,6 +331,10 @@ async def held_call(
 
     out.result = json.loads(res_path.read_text())
     out.status_code = int(out.result.get("status_code") or 0)
+    ev = out.result.get("events", {})
+    hung_up = (ev.get("hangup") or ev.get("disconnected") or {}).get("wall")
+    if gone_at is not None and hung_up:
+        out.worker_left_after_hangup_ms = (gone_at - float(hung_up)) * 1000
     out.rec_path = rec_path
     out.agent_hz, out.caller_freqs = agent_hz, caller_freqs
     if agent is not None:
