@@ -293,7 +293,12 @@ class CallSession:
         player = self.player
         if self._caller is not None and not self._announcing:
             await self._start_announcements()
-        player.start(fade_in_ms, silent=silent)
+        # The first publication starts the audio before it is published, so
+        # the first RTP packet carries music; a fade-in (hold coming back)
+        # starts once the track is in the room, or a slow or retried
+        # publication would play it to nobody and the caller hear a jump.
+        if not fade_in_ms:
+            player.start(silent=silent)
         for attempt, delay in enumerate((0.0, *self._retry_delays)):
             if delay:
                 await asyncio.sleep(delay)
@@ -302,6 +307,7 @@ class CallSession:
                     player.track,
                     rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
                 )
+                player.start(fade_in_ms, silent=silent)  # no-op if started above
                 return
             except Exception as e:  # seen on an overloaded server: publication timed out
                 if attempt == len(self._retry_delays):

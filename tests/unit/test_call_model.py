@@ -54,8 +54,11 @@ FADE_S = FADE_MS / 1000
 # room for int16 rounding of the rendered samples.
 MAX_STEP = 1.1 * (math.pi / 2) / (SAMPLE_RATE * FADE_S) + 3 / 16384
 SLACK_S = 0.25  # scheduling inside the worker (a chunk push, an event hop)
-AGENTS = ("agent-1", "agent-2", "web-3")  # web-3 is an agent only once it has role=agent
+AGENTS = ("agent-1", "web-3")  # web-3 is an agent only once it has role=agent
 EXAMPLES = int(os.environ.get("CALL_MODEL_EXAMPLES", "2000"))
+# Time that passes after a room event before the next step: races within a
+# fade (400 ms) and a chunk (500 ms) need events this close together.
+AFTER = st.sampled_from([0.0, 0.0, 0.05, 0.15, 0.3])
 
 
 @dataclass
@@ -102,7 +105,7 @@ class CallModel(RuleBasedStateMachine):
         resolve_delay=st.sampled_from([0.0, 0.2, 2.0]),
         resolve_fails=st.booleans(),
         media_action=st.sampled_from(["none", "none", "hangup"]),
-        early_caller=st.sampled_from(["no", "before_connect", "during_publish"]),
+        early_caller=st.sampled_from(["no", "before_connect", "during_publish", "after_start"]),
     )
     def start(
         self,
@@ -154,6 +157,9 @@ class CallModel(RuleBasedStateMachine):
         w.run_for(0.01)
         if early_caller == "during_publish":
             self._join_caller()
+        if early_caller == "after_start":
+            w.run_for(0.5)
+            self._join_caller()
         self._observe()
 
     # ---- the model's view ----------------------------------------------------
@@ -197,20 +203,22 @@ class CallModel(RuleBasedStateMachine):
             self.caller_state = "gone"
             self._note("caller removed by the worker")
 
-    def _step_done(self) -> None:
+    def _step_done(self, after: float = 0.0) -> None:
         self._observe()
+        if after:
+            self._advance(after)
 
     # ---- the caller ------------------------------------------------------------
 
     @precondition(lambda self: self.caller_state == "absent")
-    @rule()
-    def caller_joins(self) -> None:
+    @rule(after=AFTER)
+    def caller_joins(self, after: float) -> None:
         self._join_caller()
-        self._step_done()
+        self._step_done(after)
 
     @precondition(lambda self: self.caller_state == "present")
-    @rule(how=st.sampled_from(["leave", "status"]))
-    def caller_hangs_up(self, how: str) -> None:
+    @rule(how=st.sampled_from(["leave", "status"]), after=AFTER)
+    def caller_hangs_up(self, how: str, after: float) -> None:
         assert self.w is not None
         self.caller_state = "gone"
         self._note(f"caller hangs up ({how})")
@@ -218,12 +226,16 @@ class CallModel(RuleBasedStateMachine):
             self.w.room.leave(self.caller_p.identity)
         else:
             self.w.room.set_attributes(self.caller_p, {"sip.callStatus": "hangup"})
-        self._step_done()
+        self._step_done(after)
 
     # ---- agents -------------------------------------------------------------------
 
-    @rule(name=st.sampled_from(AGENTS), publish=st.sampled_from(["none", "muted", "live"]))
-    def agent_joins(self, name: str, publish: str) -> None:
+    @rule(
+        name=st.sampled_from(AGENTS),
+        publish=st.sampled_from(["none", "muted", "live"]),
+        after=AFTER,
+    )
+    def agent_joins(self, name: str, publish: str, after: float) -> None:
         assert self.w is not None
         if name in self.agents:
             return
@@ -234,65 +246,83 @@ class CallModel(RuleBasedStateMachine):
             p.track_publications[a.pub.sid] = a.pub
         self._note(f"{name} joins ({publish})")
         self.w.room.join(p)
-        self._step_done()
+        self._step_done(after)
 
-    @rule(name=st.sampled_from(AGENTS))
-    def agent_gets_role(self, name: str) -> None:
+    @rule(name=st.sampled_from(AGENTS), after=AFTER)
+    def agent_gets_role(self, name: str, after: float) -> None:
         a = self.agents.get(name)
         if a is None or a.role_set or self.w is None:
             return
         a.role_set = True
         self._note(f"{name} role=agent")
         self.w.room.set_attributes(a.p, {"role": "agent"})
-        self._step_done()
+        self._step_done(after)
 
-    @rule(name=st.sampled_from(AGENTS), muted=st.booleans())
-    def agent_publishes(self, name: str, muted: bool) -> None:
+    def _set_audio(self, a: AgentModel, audio: str) -> None:
+        """Move an agent's microphone to none / muted / live the way a browser
+        does: publish, mute or unmute, unpublish."""
+        assert self.w is not None
+        if audio == "none":
+            if a.pub is not None:
+                pub, a.pub = a.pub, None
+                self.w.room.unpublish(a.p, pub)
+        elif a.pub is None:
+            a.pub = self.w.room.publish(a.p, muted=audio == "muted")
+        elif a.pub.muted != (audio == "muted"):
+            self.w.room.set_muted(a.p, a.pub, audio == "muted")
+        self._note(f"{a.p.identity} audio {audio}")
+
+    @rule(
+        name=st.sampled_from(AGENTS), audio=st.sampled_from(["none", "muted", "live"]), after=AFTER
+    )
+    def agent_audio(self, name: str, audio: str, after: float) -> None:
         a = self.agents.get(name)
-        if a is None or a.pub is not None or self.w is None:
+        if a is None:
             return
-        self._note(f"{name} publishes (muted={muted})")
-        a.pub = self.w.room.publish(a.p, muted)
-        self._step_done()
+        self._set_audio(a, audio)
+        self._step_done(after)
 
-    @rule(name=st.sampled_from(AGENTS), muted=st.booleans())
-    def agent_mutes(self, name: str, muted: bool) -> None:
+    @rule(
+        name=st.sampled_from(AGENTS),
+        live_for=st.sampled_from([0.05, 0.15, 0.3, 0.6]),
+        then=st.sampled_from(["muted", "none", "leave"]),
+        after=AFTER,
+    )
+    def agent_blips(self, name: str, live_for: float, then: str, after: float) -> None:
+        """Live for a moment, then muted, unpublished or gone: inside a fade,
+        a chunk or the settle window."""
         a = self.agents.get(name)
-        if a is None or a.pub is None or a.pub.muted == muted or self.w is None:
+        if a is None or self.w is None:
             return
-        self._note(f"{name} muted={muted}")
-        self.w.room.set_muted(a.p, a.pub, muted)
-        self._step_done()
+        self._set_audio(a, "live")
+        self._step_done(live_for)
+        if then == "leave":
+            self.agents.pop(name, None)
+            self._note(f"{name} leaves")
+            self.w.room.leave(name)
+        else:
+            self._set_audio(a, then)
+        self._step_done(after)
 
-    @rule(name=st.sampled_from(AGENTS))
-    def agent_unpublishes(self, name: str) -> None:
-        a = self.agents.get(name)
-        if a is None or a.pub is None or self.w is None:
-            return
-        pub, a.pub = a.pub, None
-        self._note(f"{name} unpublishes")
-        self.w.room.unpublish(a.p, pub)
-        self._step_done()
-
-    @rule(name=st.sampled_from(AGENTS))
-    def agent_leaves(self, name: str) -> None:
+    @rule(name=st.sampled_from(AGENTS), after=AFTER)
+    def agent_leaves(self, name: str, after: float) -> None:
         a = self.agents.pop(name, None)
         if a is None or self.w is None:
             return
         self._note(f"{name} leaves")
         self.w.room.leave(name)
-        self._step_done()
+        self._step_done(after)
 
     # ---- the worker's surroundings ---------------------------------------------
 
-    @rule(inbound=st.sampled_from([Inbound.OK, Inbound.MISSING, Inbound.SILENT]))
-    def media_verdict(self, inbound: Inbound) -> None:
+    @rule(inbound=st.sampled_from([Inbound.OK, Inbound.MISSING, Inbound.SILENT]), after=AFTER)
+    def media_verdict(self, inbound: Inbound, after: float) -> None:
         assert self.w is not None
         live = [m for m in self.w.monitors if not m.closed]
         if live and not self.task.done():
             self._note(f"media {inbound}")
             self.w.loop.run_until_complete(_call(live[-1].verdict, inbound))
-        self._step_done()
+        self._step_done(after)
 
     @rule()
     def player_dies(self) -> None:
@@ -315,6 +345,9 @@ class CallModel(RuleBasedStateMachine):
 
     @rule(dt=st.sampled_from([0.05, 0.2, 0.45, 1.0, 3.0, 7.0]))
     def time_passes(self, dt: float) -> None:
+        self._advance(dt)
+
+    def _advance(self, dt: float) -> None:
         assert self.w is not None
         self.w.run_for(dt)
         self._observe()
@@ -343,7 +376,8 @@ class CallModel(RuleBasedStateMachine):
             publish_wait = 1.5 + 3 * self.w.publish_delay
         if self.since.live is not None:
             # an agent is live: silence from the end of the fade on
-            start = max(self.since.live, self.since.caller) + FADE_S + SLACK_S
+            # (the worker sees the room once its first publication is done)
+            start = max(self.since.live, self.since.caller) + FADE_S + SLACK_S + publish_wait
             if start < t1:
                 seg = self.w.gains(max(start, t0), t1)
                 if seg.size and float(seg.max()) > 0.002:
@@ -398,7 +432,10 @@ class CallModel(RuleBasedStateMachine):
             self.w.room.remote_participants
         ):
             hung_up = self.caller_p.identity in self.w.ctx.api.room.removed
-            if not hung_up and not self.w.ctx.transfers:
+            reason = self.session.lifecycle.end_reason
+            # HOLD_LEAVE_AFTER_HANDOFF: leaving the caller with the agent is the setting
+            left_by_setting = self.settings.leave_after_handoff and reason.startswith("handed")
+            if not hung_up and not self.w.ctx.transfers and not left_by_setting:
                 self._fail(
                     f"call ended ({self.session.lifecycle.end_reason!r}) with the caller "
                     "still in the room, not hung up"

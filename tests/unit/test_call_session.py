@@ -255,3 +255,21 @@ def test_connector_and_bridge_are_services(kind: int) -> None:
     """Defect 11: they were 'kind5'/'kind6', i.e. UNKNOWN rather than SERVICE."""
     p = FakeParticipant("agent-lookalike", kind=kind)
     assert classify(kind_name(p), p.identity, {}, AgentRule()) is Role.SERVICE  # type: ignore[arg-type]
+
+
+def test_hold_fades_in_when_a_retried_publication_lands(world: World) -> None:
+    """Found by the model: bringing hold back after the handoff with a failed
+    first publication played the fade-in to nobody, then jumped to full level
+    when the retry was published (a click of 1.0)."""
+    _sess, _task = start(world, settings(handoff_settle_s=0.0))
+    world.room.join(caller())
+    world.run_for(1.0)
+    agent(world, "agent-1")
+    world.run_for(1.0)
+    world.publish_failures = 1
+    world.room.leave("agent-1")
+    world.run_for(3.0)
+    t = world.loop.time()
+    g = world.gains(0.5, t)
+    assert float(np.abs(np.diff(g)).max()) <= MAX_STEP
+    assert level(world, t - 0.5, t)[0] > 0.98
