@@ -44,6 +44,7 @@ from .lifecycle import (
     CallerJoined,
     CallerLeft,
     CallLifecycle,
+    Draining,
     Event,
     FadeDone,
     HandOver,
@@ -87,6 +88,7 @@ PUBLISH_RETRY_DELAYS_S = (0.5, 1.0)
 # A hold player that dies is replaced; more often than this in one call and
 # the caller is hung up instead (something is badly wrong with the process).
 MAX_PLAYER_RECOVERIES = 3
+DRAIN_POLL_S = 1.0  # how often a call checks whether its worker is draining
 
 VerdictCallback = Callable[[Verdict, InboundStats | None, LevelWindow], None]
 MonitorFactory = Callable[..., Any]
@@ -136,6 +138,7 @@ class CallSession:
         make_monitor: MonitorFactory = MediaMonitor,
         resolve_plan: Callable[[dict[str, str]], Awaitable[CallPlan]] | None = None,
         publish_retry_delays: tuple[float, ...] = PUBLISH_RETRY_DELAYS_S,
+        is_draining: Callable[[], bool] | None = None,
     ) -> None:
         self.ctx = ctx
         self.room = ctx.room
@@ -146,6 +149,8 @@ class CallSession:
         self._make_monitor = make_monitor
         self._resolve_plan = resolve_plan or self._plan_in_thread
         self._retry_delays = publish_retry_delays
+        self._is_draining = is_draining
+        self._drain_task: asyncio.Task[None] | None = None
         # Until the caller's SIP participant says which store was called: the
         # default store's audio (or HOLD_AUDIO), no announcement yet.
         self.plan = catalog.default_plan()
@@ -192,6 +197,8 @@ class CallSession:
                 )
             self._state_dirty.set()
             self._state_task = asyncio.create_task(self._state_publisher(), name="hold-state")
+            if self._is_draining is not None:
+                self._drain_task = asyncio.create_task(self._watch_drain(), name="hold-drain")
             # Participants already in the room when we connected (those who
             # joined since came through participant_connected; _seen skips them).
             for p in list(self.room.remote_participants.values()):
@@ -683,6 +690,14 @@ class CallSession:
         except Exception as e:  # the attributes carry the same; never end a call over it
             self.log.warning(f"could not send the media data message: {e}")
 
+    async def _watch_drain(self) -> None:
+        """Tell the lifecycle once the worker starts draining (SIGTERM)."""
+        assert self._is_draining is not None
+        while not self._is_draining():
+            await asyncio.sleep(DRAIN_POLL_S)
+        self.log.info("worker draining: leaving once the call is handed over")
+        self._events.put_nowait(Draining())
+
     def _on_disconnected(self, reason: Any) -> None:
         self._events.put_nowait(RoomClosed(f"room disconnected ({reason})"))
 
@@ -701,8 +716,9 @@ class CallSession:
         if self.monitor is not None:
             monitor, self.monitor = self.monitor, None
             await _quietly(monitor.aclose(), self.log)
-        if self._state_task is not None:
-            await _stop(self._state_task, self.log)
+        for task in (self._state_task, self._drain_task):
+            if task is not None:
+                await _stop(task, self.log)
         for task in list(self._tasks):
             await _stop(task, self.log)
         try:

@@ -89,6 +89,13 @@ class RoomClosed:
 
 
 @dataclass(frozen=True)
+class Draining:
+    """The worker is shutting down (SIGTERM): calls still on hold are kept
+    until handed over; handed-over calls are left to their agents (the
+    guardian brings hold back from another worker if every agent leaves)."""
+
+
+@dataclass(frozen=True)
 class HoldFailed:
     """Hold audio could not be published (or its player died and could not be
     brought back): the caller must not be left in silence, so hang up."""
@@ -106,6 +113,7 @@ Event = (
     | Tick
     | RoomClosed
     | HoldFailed
+    | Draining
 )
 
 
@@ -219,6 +227,7 @@ class CallLifecycle:
     settle_until: float | None = None  # SETTLING: until when
     quiet_since: float | None = None  # MONITORING: no agent audio live since
     hold_failed: str = ""  # HoldFailed seen before any caller joined
+    draining: bool = False  # leave once handed over
     _fade_id: int = 0
     _handed_to: str = ""
 
@@ -293,6 +302,11 @@ class CallLifecycle:
             if self.state is State.WAITING and self.caller is None:
                 return []  # someone else's SIP leg; we have no caller yet
             return self._end(event.reason)
+        if isinstance(event, Draining):
+            self.draining = True
+            if self.state is State.MONITORING:
+                return self._end(f"handed over to {self._handed_to}; worker draining")
+            return []
         if isinstance(event, HoldFailed):
             if self.caller is None:
                 self.hold_failed = event.reason  # hang up the caller on arrival
@@ -375,9 +389,11 @@ class CallLifecycle:
 
     def _hand_over(self, now: float) -> list[Action]:
         agent = self._handed_to
-        if self.timers.leave_after_handoff:
+        if self.timers.leave_after_handoff or self.draining:
             self.state = State.DONE
             self.end_reason = f"handed over to {agent}"
+            if self.draining and not self.timers.leave_after_handoff:
+                self.end_reason += "; worker draining"
             return [HandOver(agent, stay=False), Leave(self.end_reason)]
         self.state = State.MONITORING
         self.quiet_since = None if self.live_agents else now

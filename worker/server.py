@@ -13,6 +13,13 @@ from .catalog import CatalogError, StoreCatalog
 from .settings import Settings, load_settings
 
 logger = logging.getLogger("hold-worker")
+# The server of this process (thread executor: the calls run beside it), so a
+# call can tell when the worker is draining.
+_server: AgentServer | None = None
+
+
+def draining() -> bool:
+    return _server is not None and _server.draining
 
 
 @cache
@@ -40,7 +47,7 @@ def prewarm(proc: JobProcess) -> None:
 async def entrypoint(ctx: JobContext) -> None:
     s = settings()
     logmask.install()  # a job process sets up its own logging
-    session = CallSession(ctx, s, catalog())
+    session = CallSession(ctx, s, catalog(), is_draining=draining)
     reason = await session.run()
     # Leave the room now rather than when the job runner gets round to it:
     # the room (and the web app) sees the worker gone at once.
@@ -69,11 +76,14 @@ def build_server(s: Settings) -> AgentServer:
         # and livekit-agents' own) on livekit-agents' metrics port.
         prometheus_port=s.metrics_port or None,
         # `start` drains on SIGTERM: no new calls, held calls go on until
-        # handed over or until this timeout.
+        # handed over (then the call leaves: CallSession's is_draining) or
+        # until this timeout.
         drain_timeout=s.drain_timeout_s,
     )
     # agent_name set = explicit dispatch only: LiveKit sends us the rooms that a
     # dispatch rule (room_config.agents) or the API names us for, never others.
     server.rtc_session(entrypoint, agent_name=s.agent_name)
     server.on("worker_started", logmask.install)  # after the CLI has set up logging
+    global _server
+    _server = server
     return server

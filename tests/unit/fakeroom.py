@@ -347,7 +347,7 @@ class World:
             raise RuntimeError("injected: store resolution failed")
         return self.plan
 
-    def session(self, settings: Any) -> Any:
+    def session(self, settings: Any, **kw: Any) -> Any:
         from worker.call import CallSession
 
         return CallSession(
@@ -358,6 +358,7 @@ class World:
             make_player=self.make_player,
             make_monitor=self.make_monitor,
             resolve_plan=self.resolve,
+            **kw,
         )
 
     def run_for(self, seconds: float) -> None:

@@ -152,7 +152,8 @@ class CallModel(RuleBasedStateMachine):
         if early_caller == "before_connect":
             w.room.remote_participants[self.caller_p.identity] = self.caller_p
             self._caller_arrives()
-        self.session = w.session(self.settings)
+        self.draining = False
+        self.session = w.session(self.settings, is_draining=lambda: self.draining)
         self.task = w.loop.create_task(self.session.run())
         w.run_for(0.01)
         if early_caller == "during_publish":
@@ -336,6 +337,12 @@ class CallModel(RuleBasedStateMachine):
         self.since.player_failed_at = self.now
         self._note("player dies")
 
+    @rule()
+    def worker_drains(self) -> None:
+        """SIGTERM: held calls stay until handed over, then the worker leaves."""
+        self.draining = True
+        self._note("worker draining")
+
     @rule(n=st.sampled_from([1, 3]))
     def next_publications_fail(self, n: int) -> None:
         assert self.w is not None
@@ -434,7 +441,9 @@ class CallModel(RuleBasedStateMachine):
             hung_up = self.caller_p.identity in self.w.ctx.api.room.removed
             reason = self.session.lifecycle.end_reason
             # HOLD_LEAVE_AFTER_HANDOFF: leaving the caller with the agent is the setting
-            left_by_setting = self.settings.leave_after_handoff and reason.startswith("handed")
+            left_by_setting = (
+                self.settings.leave_after_handoff or self.draining
+            ) and reason.startswith("handed")
             if not hung_up and not self.w.ctx.transfers and not left_by_setting:
                 self._fail(
                     f"call ended ({self.session.lifecycle.end_reason!r}) with the caller "

@@ -273,3 +273,21 @@ def test_hold_fades_in_when_a_retried_publication_lands(world: World) -> None:
     g = world.gains(0.5, t)
     assert float(np.abs(np.diff(g)).max()) <= MAX_STEP
     assert level(world, t - 0.5, t)[0] > 0.98
+
+
+def test_draining_worker_leaves_once_the_call_is_handed_over(world: World) -> None:
+    """SIGTERM: a held call is kept until handed over, then left to the agent
+    (the guardian covers a later drop), so a rolling update does not wait for
+    every conversation to end."""
+    draining = False
+    world.plan = dataclasses.replace(world.plan, timers=Timers(caller_join_timeout=60.0))
+    sess = world.session(settings(), is_draining=lambda: draining)
+    task = world.loop.create_task(sess.run())
+    world.room.join(caller())
+    world.run_for(1.0)
+    draining = True
+    world.run_for(3.0)
+    assert not task.done() and sess.lifecycle.state is State.HOLDING
+    agent(world, "agent-1")
+    world.run_for(5.0)
+    assert task.done() and "draining" in task.result()

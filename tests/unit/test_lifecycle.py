@@ -10,6 +10,7 @@ from worker.lifecycle import (
     CallerJoined,
     CallerLeft,
     CallLifecycle,
+    Draining,
     FadeDone,
     HandOver,
     HangUp,
@@ -400,3 +401,18 @@ def test_media_action_off_by_default() -> None:
     m = holding()
     m.handle(MediaHealth(ok=False, verdict="no_inbound_media"), 6.0)
     assert m.next_deadline() is None
+
+
+def test_draining_worker_leaves_handed_over_calls_and_keeps_held_ones() -> None:
+    m = monitoring()
+    acts = m.handle(Draining(), 6.0)
+    assert kinds(acts) == [StateChanged, Leave] and "draining" in m.end_reason
+    m = holding()
+    assert m.handle(Draining(), 2.0) == [] and m.state is State.HOLDING  # still on hold
+    acts = m.handle(AgentAudio("agent-1", live=True), 3.0)
+    fid = next(a for a in acts if isinstance(a, StartFade)).fade_id
+    m.handle(FadeDone(fid), 3.4)
+    acts = m.handle(Tick(), 6.4)  # settle time over: handed over, and gone
+    assert kinds(acts) == [StateChanged, HandOver, Leave] and acts[1] == HandOver(
+        "agent-1", stay=False
+    )

@@ -19,6 +19,7 @@ from worker.lifecycle import (
     CallerJoined,
     CallerLeft,
     CallLifecycle,
+    Draining,
     Event,
     FadeDone,
     HandOver,
@@ -42,6 +43,7 @@ events = st.one_of(
     st.builds(MediaHealth, st.booleans(), st.sampled_from(["ok", "missing", "silent"])),
     st.builds(FadeDone, st.integers(0, 5)),
     st.just(Tick()),
+    st.just(Draining()),
 )
 timers = st.builds(
     Timers,
