@@ -67,21 +67,27 @@ from .media import metrics
 from .media.detector import Inbound, Outbound, Thresholds, Verdict
 from .media.levels import LevelWindow
 from .media.monitor import InboundStats, MediaMonitor
+from .protocol import (
+    ATTR_CALLER,
+    ATTR_MEDIA_IN,
+    ATTR_MEDIA_OUT,
+    ATTR_MEDIA_REASON,
+    ATTR_SINCE,
+    ATTR_STATE,
+    ATTR_STORE_ID,
+    ATTR_STORE_MATCH,
+    ATTR_STORE_NAME,
+    MEDIA_MESSAGE_TYPE,
+    MEDIA_VERDICT,
+    ROOM_META_STORE,
+    SIP_CALL_ID,
+    SIP_PHONE_NUMBER,
+    SIP_TRUNK_PHONE_NUMBER,
+)
 from .roles import Role, classify, is_sip_hangup
 from .settings import Settings
 
 logger = logging.getLogger("hold-worker.call")
-
-# Attributes the store's web app and backend read off the worker participant.
-ATTR_STATE = "hold.state"
-ATTR_SINCE = "hold.since"  # unix ms when hold began (the caller joined)
-ATTR_CALLER = "hold.caller"  # masked caller number
-ATTR_MEDIA_IN = "media.inbound"  # ok | missing | stopped | silent | pending
-ATTR_MEDIA_OUT = "media.outbound"  # ok | not_subscribed | pending
-ATTR_MEDIA_REASON = "media.reason"
-ATTR_STORE_ID = "store.id"  # the store the caller dialled (store map)
-ATTR_STORE_NAME = "store.name"
-ATTR_STORE_MATCH = "store.matched_by"  # header | number | default
 
 # Waits before the 2nd and 3rd attempt to publish the hold track.
 PUBLISH_RETRY_DELAYS_S = (0.5, 1.0)
@@ -483,7 +489,7 @@ class CallSession:
                 "no store matches this call, using the default store",
                 extra={
                     "store.id": plan.store_id,
-                    "dialled": attributes.get("sip.trunkPhoneNumber"),
+                    "dialled": attributes.get(SIP_TRUNK_PHONE_NUMBER),
                 },
             )
         elif plan.store_id:
@@ -520,7 +526,7 @@ class CallSession:
         if not isinstance(meta, dict):
             self.log.warning("room metadata is not a JSON object; store left in attributes only")
             return
-        meta["store"] = {
+        meta[ROOM_META_STORE] = {
             "id": plan.store_id,
             "name": plan.store_name,
             "matched_by": plan.matched_by,
@@ -569,10 +575,10 @@ class CallSession:
         role = self._role(p)
         if role is Role.CALLER and self._caller is None:
             self._caller = p.identity
-            self._caller_masked = mask_number(p.attributes.get("sip.phoneNumber"))
-            call_id = p.attributes.get("sip.callID", "")
-            self.log.extra = {"room": self.room.name, "sip.callID": call_id}
-            self.ctx.log_context_fields = {**self.ctx.log_context_fields, "sip.callID": call_id}
+            self._caller_masked = mask_number(p.attributes.get(SIP_PHONE_NUMBER))
+            call_id = p.attributes.get(SIP_CALL_ID, "")
+            self.log.extra = {"room": self.room.name, SIP_CALL_ID: call_id}
+            self.ctx.log_context_fields = {**self.ctx.log_context_fields, SIP_CALL_ID: call_id}
             self.log.info("caller joined", extra={"caller": self._caller_masked})
             self._events.put_nowait(CallerJoined(p.identity))
             self._store_task = asyncio.create_task(
@@ -652,10 +658,10 @@ class CallSession:
         self._media = v
         metrics.MEDIA_VERDICTS.labels(verdict=v.name).inc()
         fields = {
-            "media.verdict": v.name,
-            "media.inbound": str(v.inbound),
-            "media.outbound": str(v.outbound),
-            "media.reason": v.reason,
+            MEDIA_VERDICT: v.name,
+            ATTR_MEDIA_IN: str(v.inbound),
+            ATTR_MEDIA_OUT: str(v.outbound),
+            ATTR_MEDIA_REASON: v.reason,
             "packets_received": stats.packets_received if stats else None,
             "concealed_samples": stats.concealed_samples if stats else None,
             "rms_dbfs": round(window.rms_dbfs, 1),
@@ -669,7 +675,12 @@ class CallSession:
             self.log.info(f"media {v.name}", extra=fields)
         self._state_dirty.set()
         payload = json.dumps(
-            {"type": "media", "room": self.room.name, "at": int(time.time() * 1000), **fields}
+            {
+                "type": MEDIA_MESSAGE_TYPE,
+                "room": self.room.name,
+                "at": int(time.time() * 1000),
+                **fields,
+            }
         )
         self._spawn(self._send_data(payload), "hold-media-data")
         if v.inbound is not Inbound.PENDING or v.outbound is not Outbound.PENDING:

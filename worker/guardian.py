@@ -52,8 +52,15 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 from livekit import api
 
-from .lifecycle import State
 from .masking import mask_number
+from .protocol import (
+    AGENT_NAME_ATTR,
+    ATTR_STATE,
+    GUARDIAN_DISPATCH_METADATA,
+    SIP_CALL_STATUS,
+    SIP_PHONE_NUMBER,
+    UNFINISHED,
+)
 from .roles import AgentRule, Role, classify
 
 logger = logging.getLogger("hold-worker.guardian")
@@ -61,7 +68,6 @@ logger = logging.getLogger("hold-worker.guardian")
 # Every state but DONE means the worker had not finished the call: it stays in
 # the room after a handoff (SETTLING, MONITORING) until the call ends and
 # always publishes `done` before a clean exit. No state at all: another agent.
-UNFINISHED = frozenset(s.value for s in State if s is not State.DONE)
 AGENT = int(api.ParticipantInfo.Kind.AGENT)
 SIP = int(api.ParticipantInfo.Kind.SIP)
 STANDARD = int(api.ParticipantInfo.Kind.STANDARD)
@@ -118,10 +124,10 @@ def redispatch_reason(
     counts as a hold agent present."""
     rule = rule or AgentRule()
     if left.kind == AGENT:
-        state = left.attributes.get("hold.state", "")
+        state = left.attributes.get(ATTR_STATE, "")
         if state not in UNFINISHED:
             return None  # not ours, or it finished cleanly (it publishes "done" first)
-        names = {left.attributes.get("lk.agent.name", "")} - {""}
+        names = {left.attributes.get(AGENT_NAME_ATTR, "")} - {""}
         why = f"hold agent left with hold.state={state} and the caller still in the room"
     elif is_human_agent(left, rule):
         names = {agent_name} - {""}
@@ -130,11 +136,11 @@ def redispatch_reason(
         return None
     members = [m for m in remaining if not m.disconnected]
     callers = [m for m in members if m.kind == SIP]
-    if not callers or any(m.attributes.get("sip.callStatus") == "hangup" for m in callers):
+    if not callers or any(m.attributes.get(SIP_CALL_STATUS) == "hangup" for m in callers):
         return None  # the caller is gone too
     for m in members:
         if m.kind == AGENT and (
-            m.attributes.get("hold.state") or m.attributes.get("lk.agent.name") in names
+            m.attributes.get(ATTR_STATE) or m.attributes.get(AGENT_NAME_ATTR) in names
         ):
             return None  # a hold worker is already there (or joining)
     if any(_is_live_human_agent(m, rule) for m in members):
@@ -358,7 +364,7 @@ class Guardian:
         if event.event != "participant_left":
             return "ignored"
         if event.participant.kind == AGENT:
-            if event.participant.attributes.get("hold.state", "") not in UNFINISHED:
+            if event.participant.attributes.get(ATTR_STATE, "") not in UNFINISHED:
                 return "finished"
         elif not is_human_agent(_left_member(event), self.rule):
             return "ignored"  # the caller, an observer, a service participant
@@ -411,14 +417,14 @@ class Guardian:
             # on every agent participant); ours (HOLD_AGENT_NAME) otherwise,
             # and always after a human agent left
             agent_name = (
-                left.attributes.get("lk.agent.name") if left.kind == AGENT else ""
+                left.attributes.get(AGENT_NAME_ATTR) if left.kind == AGENT else ""
             ) or self.agent_name
             try:
                 await self._retry(
                     "create dispatch",
                     lambda: lk.agent_dispatch.create_dispatch(
                         api.CreateAgentDispatchRequest(
-                            agent_name=agent_name, room=room, metadata="hold-guardian"
+                            agent_name=agent_name, room=room, metadata=GUARDIAN_DISPATCH_METADATA
                         )
                     ),
                 )
@@ -437,7 +443,7 @@ class Guardian:
             extra={
                 "room": masked(room),
                 "agent_name": agent_name,
-                "caller": mask_number(caller.attributes.get("sip.phoneNumber")) if caller else "",
+                "caller": mask_number(caller.attributes.get(SIP_PHONE_NUMBER)) if caller else "",
             },
         )
         return "dispatched"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .protocol import ROLE_ATTR, SIP_CALL_STATUS
+
 
 class Role(StrEnum):
     CALLER = "caller"  # the PSTN leg, put in the room by livekit-sip
@@ -25,7 +27,7 @@ class AgentRule:
     """How a human agent is recognised: an identity prefix or an attribute."""
 
     identity_prefix: str = "agent-"
-    role_attribute: str = "role"
+    role_attribute: str = ROLE_ATTR
     role_value: str = "agent"
 
 
@@ -53,4 +55,4 @@ def classify(kind: str, identity: str, attributes: Mapping[str, str], rule: Agen
 
 def is_sip_hangup(attributes: Mapping[str, str]) -> bool:
     """livekit-sip sets sip.callStatus to "hangup" when the caller's leg ends."""
-    return attributes.get("sip.callStatus") == "hangup"
+    return attributes.get(SIP_CALL_STATUS) == "hangup"

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .media.detector import Thresholds
+from .protocol import MEDIA_TOPIC
 from .roles import AgentRule
 from .stores import transfer_uri
 
@@ -100,7 +101,7 @@ class Settings(BaseSettings):
     media_silence_after_s: float = Field(6.0, gt=0.0, le=300.0)
     media_outbound_after_s: float = Field(5.0, gt=0.0, le=120.0)
     media_silence_peak_lsb: int = Field(4, ge=0, le=1000)
-    media_topic: str = Field("hold.media", min_length=1, max_length=64)
+    media_topic: str = Field(MEDIA_TOPIC, min_length=1, max_length=64)
     # What to do when the caller's media stays broken: nothing (default),
     # hang up, or transfer to HOLD_TRANSFER_TARGET.
     media_action: Literal["none", "hangup", "transfer"] = "none"

@@ -43,3 +43,18 @@ def test_required_sections_are_there() -> None:
 def test_every_call_state_is_documented() -> None:
     missing = [s.value for s in State if s.value not in README]
     assert not missing, f"hold.state values not in the README: {missing}"
+
+
+def test_every_name_of_the_contract_is_documented() -> None:
+    """worker/protocol.py is what the web app and backends read: each of its
+    names is in the README."""
+    from worker import protocol
+
+    names = {
+        k: v
+        for k, v in vars(protocol).items()
+        if k.isupper() and isinstance(v, str) and not k.startswith("_")
+    }
+    assert len(names) > 15
+    missing = [f"{k}={v}" for k, v in names.items() if f"`{v}" not in README]
+    assert not missing, f"contract names not in the README: {missing}"
