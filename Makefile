@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 export LIVEKIT_DEV_URL := ws://127.0.0.1:7880
 
-.PHONY: setup venv stack-install stack stack-down dev test test-unit test-e2e demo bench burst lint provision-local clean
+.PHONY: setup venv stack-install stack stack-down dev test test-unit test-e2e demo bench bench-monitoring burst lint provision-local clean
 
 setup: venv stack-install
 
@@ -61,6 +61,12 @@ BENCH_NETNS ?= $(TEST_NETNS)
 
 bench: setup
 	DEVSTACK_NETNS=$(BENCH_NETNS) bash bench/make-bench.sh
+
+# The cost of a call after the handoff (issue 12: hold.state=monitoring, no
+# track, no subscription) against one on hold, N = 1 and 10 against one
+# worker; writes bench/monitoring.json and bench/monitoring.md (about 4 minutes).
+bench-monitoring: setup
+	DEVSTACK_NETNS=$(BENCH_NETNS) bash bench/make-monitoring.sh
 
 # Fault matrix, benchmark-sized row (RELIABILITY.md): 50 INVITEs at once
 # against one worker at the default capacity of 20 calls.
