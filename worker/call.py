@@ -217,7 +217,9 @@ class CallSession:
     async def _run_lifecycle(self) -> None:
         while self.lifecycle.state is not State.DONE:
             deadline = self.lifecycle.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            # at least 1 ms: a wait shorter than the clock's resolution could
+            # wake a hair before the deadline, over and over, without time passing
+            timeout = None if deadline is None else max(0.001, deadline - self.clock())
             item: Event | _PlayerDied
             try:
                 item = await asyncio.wait_for(self._events.get(), timeout)

@@ -106,7 +106,9 @@ class HoldPlayer:
             if queued > low_water:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), queued - low_water)
+                    # at least 5 ms: a wait that rounds to nothing in the
+                    # loop's clock would spin without the queue draining
+                    await asyncio.wait_for(self._wake.wait(), max(queued - low_water, 0.005))
                 continue
             await self._push_chunk()
 
