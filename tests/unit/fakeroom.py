@@ -373,6 +373,12 @@ class World:
         return np.where(np.isnan(g), 0.0, g)
 
     def close(self) -> None:
+        """End whatever still runs (a call the test left going) and the loop."""
+        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self.loop.close()
         asyncio.set_event_loop(None)
 

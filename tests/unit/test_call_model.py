@@ -500,8 +500,6 @@ class CallModel(RuleBasedStateMachine):
             w.run_for(0.1)
             self._check_ended()
         finally:
-            for t in asyncio.all_tasks(w.loop):
-                t.cancel()
             w.close()
 
 

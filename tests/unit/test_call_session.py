@@ -34,8 +34,6 @@ def settings(**kw: object) -> Settings:
 def world() -> Iterator[World]:
     w = World(timers=Timers(caller_join_timeout=60.0))
     yield w
-    for t in asyncio.all_tasks(w.loop):
-        t.cancel()
     w.close()
 
 
