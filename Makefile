@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 export LIVEKIT_DEV_URL := ws://127.0.0.1:7880
 
-.PHONY: setup venv stack-install stack stack-down dev test test-unit test-e2e demo bench bench-monitoring burst lint provision-local clean
+.PHONY: setup venv stack-install stack stack-down dev test test-unit test-integration test-e2e demo bench bench-monitoring burst lint provision-local clean
 
 setup: venv stack-install
 
@@ -48,8 +48,19 @@ test: setup lint
 	bash devstack/image.sh
 	DEVSTACK_NETNS=$(TEST_NETNS) bash .ci/pytest-all.sh
 
+# The suite in parts. test-unit: no servers, no network. test-integration:
+# real livekit.rtc, sip_caller and nftables over loopback, no server.
+# test-e2e: the end-to-end tests on the local stack, run as `make test` runs
+# them (image first for tests/e2e/test_image.py, then the private namespace).
 test-unit: venv
-	$(PY) -m pytest tests/unit tests/integration -q
+	$(PY) -m pytest tests/unit -q
+
+test-integration: venv
+	$(PY) -m pytest tests/integration -q
+
+test-e2e: setup
+	bash devstack/image.sh
+	PYTEST_PATHS=tests/e2e DEVSTACK_NETNS=$(TEST_NETNS) bash .ci/pytest-all.sh
 
 demo: stack
 	@source devstack/env.sh && $(PY) -m tests.e2e.demo
@@ -74,11 +85,17 @@ burst: setup
 	PYTEST_PATHS=tests/e2e/test_reliability_burst.py BURST_N=50 BURST_CAPACITY=20 \
 		DEVSTACK_NETNS=$(TEST_NETNS) bash .ci/pytest-all.sh
 
+# shellcheck (Debian package, installed by devstack/install.sh: `make setup`)
+# on every shell script; .shellcheckrc says where sourced files are.
+SHELL_SCRIPTS = $$(git ls-files '*.sh') .ci/run
+
 lint: venv
 	$(PY) -m ruff check worker tests bench assets
 	$(PY) -m ruff format --check worker tests bench assets
 	$(PY) -m mypy worker
 	.venv/bin/hadolint Dockerfile
+	@command -v shellcheck >/dev/null || { echo "make lint: shellcheck not found: run make setup (devstack/install.sh installs it) or apt-get install shellcheck" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
 
 clean: stack-down
 	rm -rf .venv

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source me: the connection settings of the local stack (loopback only).
 # Values already in the environment win, so `LIVEKIT_URL=wss://... make dev`
 # runs the worker against that server instead.

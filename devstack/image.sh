@@ -42,6 +42,8 @@ if ((${#missing[@]})); then
     fi
 fi
 
+# The host's file, not the project's: not followed by shellcheck.
+# shellcheck source=/dev/null
 release=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 [[ -n "$release" ]] || skip "cannot tell this machine's Debian release from /etc/os-release"
 mirror=$(grep -hoE '^(URIs:|deb) *https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \

@@ -23,10 +23,11 @@ die() { echo "devstack/install.sh: ERROR: $*" >&2; exit 1; }
 # livekit-sip links against (opus, opusfile, soxr); curl/iproute2 for up.sh and
 # check_loopback.sh; nftables (nft) for the e2e media faults (tests/e2e/support/faults.py
 # drops a caller's RTP in the kernel); espeak-ng for assets/make_announcement.sh (the
-# default announcement, committed; the e2e store tests speak their own with it).
+# default announcement, committed; the e2e store tests speak their own with it);
+# the shellcheck package for `make lint` (every shell script of the project).
 APT_PKGS=(redis-server redis-tools pkg-config gcc libc6-dev
           libopus-dev libopusfile-dev libsoxr-dev curl iproute2 ca-certificates nftables
-          espeak-ng)
+          espeak-ng shellcheck)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source me (from the repo root, after devstack/env.sh): start the stack for
 # clients that run as this shell's children (tests, benchmarks). With
 # DEVSTACK_NETNS set and network namespaces available, the stack runs in that
@@ -16,5 +17,7 @@ fi
 DEVSTACK_NETNS="$_ns" bash devstack/up.sh
 export DEVSTACK_NETNS="$_ns"
 NSEXEC=()
+# NSEXEC is read by the script that sources this file ("${NSEXEC[@]}" ...).
+# shellcheck disable=SC2034
 [[ -n "$_ns" ]] && NSEXEC=(ip netns exec "$_ns")
 unset _ns _running_ns
