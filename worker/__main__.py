@@ -38,13 +38,14 @@ def _check_livekit_env(argv: list[str]) -> None:
 def main(argv: list[str]) -> None:
     cmd = argv[1] if len(argv) > 1 else ""
     # livekit-agents watches every job's event loop for blocking with two
-    # wake-ups per 20 ms tick per call; at the default 100 ms threshold that
-    # was about 1 % of a core per held call. Hold audio tolerates 500 ms
-    # (the queue holds one to two chunks), so warn from there unless set.
+    # wake-ups per 20 ms tick per call, which at its default 100 ms threshold
+    # costs CPU on every held call (figure in BENCHMARKS.md). Hold audio
+    # tolerates 500 ms (the queue holds one to two chunks), so warn from
+    # there unless set.
     os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "500")
     # livekit-agents preloads local inference models (VAD, end of turn) into
-    # every worker; a hold worker uses none. Measured: 392 MB idle RSS with
-    # them, 145 MB without (BENCHMARKS.md).
+    # every worker; a hold worker uses none, and they take most of an idle
+    # worker's memory (figures in BENCHMARKS.md).
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
     if cmd == "guardian":
         from .guardian import main as guardian_main

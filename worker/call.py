@@ -161,7 +161,7 @@ class CallSession:
         # default store's audio (or HOLD_AUDIO), no announcement yet.
         self.plan = catalog.default_plan()
         self.player: HoldPlayer | None = self._new_player(self.plan.hold)
-        self.lifecycle = CallLifecycle(started_at=clock(), timers=self.plan.timers)
+        self.lifecycle = CallLifecycle(started_at=clock(), policy=self.plan.policy)
         self.monitor: Any = None  # MediaMonitor while watching the caller's media
         self.monitors_started = 0
         self._media: Verdict | None = None
@@ -509,7 +509,7 @@ class CallSession:
 
     def _set_plan(self, plan: CallPlan) -> None:
         self.plan = plan
-        self.lifecycle.timers = plan.timers  # per-store max wait and fallback
+        self.lifecycle.policy = plan.policy  # per-store max wait and fallback
         self._events.put_nowait(Tick())  # the lifecycle re-reads its deadlines
 
     async def _start_announcements(self) -> None:

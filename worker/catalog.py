@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .hold.audio import SAMPLE_RATE, HoldAudio, HoldAudioError, load_hold_audio
 from .hold.program import Announcement
-from .lifecycle import Timers
+from .lifecycle import CallPolicy
 from .settings import DEFAULT_ANNOUNCEMENT, Settings
 from .stores import Store, StoreMap, StoreMapError, load_store_map
 
@@ -54,7 +54,7 @@ class CallPlan:
     matched_by: str  # header | number | default | none (no store map)
     hold: HoldAudio
     announcement: Announcement | None
-    timers: Timers
+    policy: CallPolicy
 
 
 _AudioKey = tuple[str, bool]  # (path, loop): loop=False is an announcement
@@ -312,7 +312,7 @@ class StoreCatalog:
         which `load()` does at start-up) and never raises over a bad file; a
         changed file is decoded in the background and used from a later call.
         """
-        timers = Timers(
+        policy = CallPolicy(
             caller_join_timeout=self.s.caller_join_timeout_s,
             max_wait=self.s.max_wait_s,
             max_wait_action=self.s.max_wait_action,
@@ -326,7 +326,7 @@ class StoreCatalog:
         m = self._map
         if m is not None:
             key, store = m.default
-            return self._plan(key, store, "default", timers, decode=False)
+            return self._plan(key, store, "default", policy, decode=False)
         return CallPlan(
             store_id="",
             store_name="",
@@ -335,7 +335,7 @@ class StoreCatalog:
             announcement=self._announcement(
                 self.s.announcement, self.s.announcement_every_s, None, decode=False
             ),
-            timers=timers,
+            policy=policy,
         )
 
     def plan_for(self, attributes: dict[str, str]) -> CallPlan:
@@ -346,10 +346,10 @@ class StoreCatalog:
         if m is None:
             return base
         r = m.resolve(attributes)
-        return self._plan(r.key, r.store, r.matched_by, base.timers)
+        return self._plan(r.key, r.store, r.matched_by, base.policy)
 
     def _plan(
-        self, key: str, store: Store, matched_by: str, timers: Timers, *, decode: bool = True
+        self, key: str, store: Store, matched_by: str, policy: CallPolicy, *, decode: bool = True
     ) -> CallPlan:
         try:
             hold = self._hold(store.hold_audio, decode=decode)
@@ -368,10 +368,10 @@ class StoreCatalog:
                 logging.ERROR, f"store {key}: announcement unusable, none for this call: {e}"
             )
             ann = None
-        timers = replace(
-            timers,
-            max_wait=timers.max_wait if store.max_wait_s is None else store.max_wait_s,
-            max_wait_action=store.fallback or timers.max_wait_action,
-            transfer_target=store.transfer_target or timers.transfer_target,
+        policy = replace(
+            policy,
+            max_wait=policy.max_wait if store.max_wait_s is None else store.max_wait_s,
+            max_wait_action=store.fallback or policy.max_wait_action,
+            transfer_target=store.transfer_target or policy.transfer_target,
         )
-        return CallPlan(key, store.name, matched_by, hold, ann, timers)
+        return CallPlan(key, store.name, matched_by, hold, ann, policy)

@@ -16,8 +16,9 @@ taking the call; on MONITORING (HandOver) it unpublishes the track and drops
 its media subscriptions, and it publishes the track again on RepublishHold.
 
 Events go in with the time they happened; actions come out for the adapter
-to carry out. Timers are data: `next_deadline()` says when the adapter must
-deliver a `Tick`. Nothing here does I/O or reads a clock.
+to carry out. Deadlines are data (durations come from the `CallPolicy`):
+`next_deadline()` says when the adapter must deliver a `Tick`.
+Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations
@@ -193,7 +194,11 @@ MediaAction = Literal["none", "hangup", "transfer"]
 
 
 @dataclass(frozen=True)
-class Timers:
+class CallPolicy:
+    """How one call is run: its deadlines, what to do when they pass (hang up or
+    transfer, and where to), and whether to stay in the room after the handoff.
+    Per store: the catalog builds it from the settings and the store map."""
+
     caller_join_timeout: float = 30.0  # seconds in WAITING before giving up
     max_wait: float = 0.0  # seconds on hold before the fallback; 0 = off
     max_wait_action: MaxWaitAction = "hangup"
@@ -215,7 +220,7 @@ class Timers:
 @dataclass
 class CallLifecycle:
     started_at: float
-    timers: Timers = field(default_factory=Timers)
+    policy: CallPolicy = field(default_factory=CallPolicy)
     state: State = State.WAITING
     caller: str | None = None
     hold_started_at: float | None = None
@@ -231,31 +236,31 @@ class CallLifecycle:
     _fade_id: int = 0
     _handed_to: str = ""
 
-    # -- timers ---------------------------------------------------------------
+    # -- deadlines ------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         if self.state is State.WAITING:
-            return self.started_at + self.timers.caller_join_timeout
+            return self.started_at + self.policy.caller_join_timeout
         deadlines = []
-        if self.state is State.HOLDING and self.timers.max_wait > 0:
+        if self.state is State.HOLDING and self.policy.max_wait > 0:
             assert self.hold_started_at is not None
-            deadlines.append(self.hold_started_at + self.timers.max_wait)
+            deadlines.append(self.hold_started_at + self.policy.max_wait)
         if self._media_action_armed():
             assert self.media_bad_since is not None
-            deadlines.append(self.media_bad_since + self.timers.media_action_after)
+            deadlines.append(self.media_bad_since + self.policy.media_action_after)
         if self.state is State.SETTLING and self.settle_until is not None:
             deadlines.append(self.settle_until)
         if (
             self.state is State.MONITORING
             and self.quiet_since is not None
-            and self.timers.agent_quiet_after > 0
+            and self.policy.agent_quiet_after > 0
         ):
-            deadlines.append(self.quiet_since + self.timers.agent_quiet_after)
+            deadlines.append(self.quiet_since + self.policy.agent_quiet_after)
         return min(deadlines) if deadlines else None
 
     def _media_action_armed(self) -> bool:
         return (
-            self.timers.media_action != "none"
+            self.policy.media_action != "none"
             and self.media_bad_since is not None
             and self.state in (State.HOLDING, State.HANDING_OFF, State.SETTLING, State.MONITORING)
         )
@@ -317,7 +322,7 @@ class CallLifecycle:
             isinstance(event, Tick)
             and self._media_action_armed()
             and self.media_bad_since is not None
-            and now >= self.media_bad_since + self.timers.media_action_after
+            and now >= self.media_bad_since + self.policy.media_action_after
         ):
             return self._media_action()
 
@@ -331,8 +336,8 @@ class CallLifecycle:
                 if self.live_agents:
                     return self._start_fade()
                 return []
-            if isinstance(event, Tick) and now >= self.started_at + self.timers.caller_join_timeout:
-                return self._end(f"no caller joined within {self.timers.caller_join_timeout:g} s")
+            if isinstance(event, Tick) and now >= self.started_at + self.policy.caller_join_timeout:
+                return self._end(f"no caller joined within {self.policy.caller_join_timeout:g} s")
             return []
 
         if self.state is State.HOLDING:
@@ -352,9 +357,9 @@ class CallLifecycle:
                 return [ResumeHold()]
             if isinstance(event, FadeDone) and event.fade_id == self._fade_id:
                 self._handed_to = self.live_agents[0]
-                if self.timers.handoff_settle > 0:
+                if self.policy.handoff_settle > 0:
                     self.state = State.SETTLING
-                    self.settle_until = now + self.timers.handoff_settle
+                    self.settle_until = now + self.policy.handoff_settle
                     return [Settle(self._handed_to)]
                 return self._hand_over(now)
             return []
@@ -377,8 +382,8 @@ class CallLifecycle:
         if self.quiet_since is None:
             self.quiet_since = now
         quiet_too_long = (
-            self.timers.agent_quiet_after > 0
-            and now >= self.quiet_since + self.timers.agent_quiet_after
+            self.policy.agent_quiet_after > 0
+            and now >= self.quiet_since + self.policy.agent_quiet_after
         )
         if not self.present_agents or quiet_too_long:
             self.state = State.HOLDING
@@ -389,10 +394,10 @@ class CallLifecycle:
 
     def _hand_over(self, now: float) -> list[Action]:
         agent = self._handed_to
-        if self.timers.leave_after_handoff or self.draining:
+        if self.policy.leave_after_handoff or self.draining:
             self.state = State.DONE
             self.end_reason = f"handed over to {agent}"
-            if self.draining and not self.timers.leave_after_handoff:
+            if self.draining and not self.policy.leave_after_handoff:
                 self.end_reason += "; worker draining"
             return [HandOver(agent, stay=False), Leave(self.end_reason)]
         self.state = State.MONITORING
@@ -405,7 +410,7 @@ class CallLifecycle:
         return [HangUp(reason), Leave(reason)]
 
     def _media_action(self) -> list[Action]:
-        t = self.timers
+        t = self.policy
         reason = f"{self.media_verdict or 'one-way audio'} for {t.media_action_after:g} s"
         self.state = State.DONE
         self.end_reason = reason
@@ -419,7 +424,7 @@ class CallLifecycle:
         return [StartFade(self._fade_id, self.live_agents[0])]
 
     def _max_wait_expired(self) -> list[Action]:
-        t = self.timers
+        t = self.policy
         reason = f"max wait of {t.max_wait:g} s reached"
         self.state = State.DONE
         self.end_reason = reason

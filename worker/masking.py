@@ -52,7 +52,7 @@ from __future__ import annotations
 import re
 
 MAX_SHOWN = 6  # 4 trailing digits and at most 2 of a country code
-_E164_MAX = 15
+_E164_MAX_DIGITS = 15
 _JOIN_SPACE_BELOW = 10
 
 # A run of digit groups: groups separated by one separator (space, tab,
@@ -60,7 +60,8 @@ _JOIN_SPACE_BELOW = 10
 # separator or an unbalanced parenthesis, so sentence punctuation stays out.
 _RUN = r"\d+(?:(?:\)[ \t.\-/]?|[ \t.\-/]\(?|\()\d+)*"
 
-_PATTERN = re.compile(
+# Every caller number in a text, in the contexts listed above (a search, not a validator).
+_NUMBER_IN_TEXT = re.compile(
     r"(?P<uri>(?i:\b(?P<scheme>sips?|tel):))(?P<uplus>\+?)(?P<urun>" + _RUN + r")"
     r"|(?P<plus>\+)(?P<prun>" + _RUN + r")"
     r"|(?P<idp>(?<![\w])sip_|-_)(?P<iplus>\+?)(?P<irun>\d+)"
@@ -121,7 +122,7 @@ def _take(run: str) -> tuple[str, str]:
         sep, group = m.group(1), m.group(2)
         if count:
             spaced = any(c in " \t" for c in sep)
-            if count + len(group) > _E164_MAX or (spaced and count >= _JOIN_SPACE_BELOW):
+            if count + len(group) > _E164_MAX_DIGITS or (spaced and count >= _JOIN_SPACE_BELOW):
                 break
         count += len(group)
         end = m.end()
@@ -161,7 +162,7 @@ def _replace(m: re.Match[str]) -> str:
         return mask_digits(_digits(number), international=False) + mask_text(rest)
     if g("trunk"):
         digits = _digits(g("trunk"))
-        if not 9 <= len(digits) <= _E164_MAX:
+        if not 9 <= len(digits) <= _E164_MAX_DIGITS:
             return m.group(0)
         return mask_digits(digits, international=False)
     return mask_digits(_digits(g("nanp")), international=False)
@@ -171,4 +172,4 @@ def mask_text(text: str) -> str:
     """Mask every number in free text (see the module docstring for the rules)."""
     if not any(c.isdigit() for c in text):
         return text
-    return _PATTERN.sub(_replace, text)
+    return _NUMBER_IN_TEXT.sub(_replace, text)

@@ -39,12 +39,11 @@ class Settings(BaseSettings):
     audio: Path = DEFAULT_HOLD_AUDIO
     level_dbfs: float = Field(-20.0, ge=-40.0, le=-6.0)
     max_audio_seconds: float = Field(600.0, gt=0.0, le=3600.0)
-    # 500 ms chunks. Offline, one stream costs 7.8 % of a core at 10 ms,
-    # 1.1 % at 100 ms and 0.8 % at 200 ms (bench/chunk_cpu.py). In the worker
-    # every push completes through the SDK's process-wide FFI event queue,
-    # which wakes every call's event loop, so with 10 calls the worker took
-    # 87-98 % of a core at 100 ms and 52-70 % at 500 ms (same at 1000 ms).
-    # Handoff latency does not depend on it: a fade flushes the queue.
+    # 500 ms chunks: every push completes through the SDK's process-wide FFI
+    # event queue, which wakes every call's event loop, so fewer, larger
+    # pushes cost less CPU; larger than 500 ms saves nothing more. Handoff
+    # latency does not depend on it: a fade flushes the queue. Figures in the
+    # README (measured figures) and BENCHMARKS.md.
     chunk_ms: int = Field(500, ge=10, le=1000)
     fade_ms: int = Field(400, ge=0, le=5000)
     # Stores (worker/stores.py): a YAML map of dialled numbers / header values
@@ -64,10 +63,9 @@ class Settings(BaseSettings):
     agent_role_attribute: str = "role=agent"
     executor: Literal["thread", "process"] = "thread"
     # Calls one worker replica takes before it reports itself full, so that
-    # LiveKit dispatch sends further calls to other replicas.
-    # Measured (BENCHMARKS.md): about 6 % of a core per held call at 10
-    # calls; a 2-core machine that also runs the stack saturated before 25.
-    # 20 leaves headroom on 2 dedicated cores.
+    # LiveKit dispatch sends further calls to other replicas. 20 leaves
+    # headroom on 2 dedicated cores (CPU per held call, and where a machine
+    # that also runs the stack saturates: BENCHMARKS.md).
     max_calls: int = Field(20, ge=1, le=1000)
     # Job runners kept warm for the next calls (threads under the thread
     # executor): a burst of calls does not wait for runners to start.

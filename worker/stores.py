@@ -37,7 +37,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# A whole string that is one E.164 number (validates the numbers of a store map).
+E164_NUMBER = re.compile(r"^\+[1-9][0-9]{6,14}$")
 STORE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -73,7 +74,7 @@ class Store(BaseModel):
     @classmethod
     def _e164(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for n in v:
-            if not E164.match(n):
+            if not E164_NUMBER.match(n):
                 raise ValueError(f"{n!r} is not an E.164 number such as +15550100")
         return v
 

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 
 REPO_RUN = Path(__file__).resolve().parents[2] / ".devstack" / "run"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
-E164 = re.compile(r"\+\d{7,15}")
+# A +number anywhere in a text (searches the logs for numbers left unmasked).
+NUMBER_IN_TEXT = re.compile(r"\+\d{7,15}")
 
 
 def test_no_secret_or_unmasked_number_in_any_worker_log(lk_env):
@@ -35,7 +36,9 @@ def test_no_secret_or_unmasked_number_in_any_worker_log(lk_env):
     found = {
         "api secret": [p for p, t in logs if secret in t],
         "jwt": [p for p, t in logs if JWT.search(t)],
-        "unmasked number": [f"{p}: {E164.findall(t)[:3]}" for p, t in logs if E164.search(t)],
+        "unmasked number": [
+            f"{p}: {NUMBER_IN_TEXT.findall(t)[:3]}" for p, t in logs if NUMBER_IN_TEXT.search(t)
+        ],
         "caller number": [
             f"{p}: {n} as {hits}" for p, t in logs for n in callers if (hits := dialled.find(n, t))
         ],

@@ -25,7 +25,7 @@ from livekit import rtc
 from worker.catalog import CallPlan
 from worker.hold.audio import SAMPLE_RATE, HoldAudio
 from worker.hold.player import HoldPlayer
-from worker.lifecycle import Timers
+from worker.lifecycle import CallPolicy
 from worker.media.detector import Inbound, Outbound, Verdict
 
 LEVEL = 0.5  # the constant hold "music"
@@ -299,7 +299,7 @@ class FakeCatalog:
 class World:
     """One call's universe: loop with virtual time, room, what was heard."""
 
-    def __init__(self, seconds: float = 240.0, timers: Timers | None = None) -> None:
+    def __init__(self, seconds: float = 240.0, policy: CallPolicy | None = None) -> None:
         self.loop = looptime.new_event_loop(start=0.0, noop_cycles=5)
         asyncio.set_event_loop(self.loop)
         self.heard = np.full(int(seconds * SAMPLE_RATE), np.nan, dtype=np.float32)
@@ -313,7 +313,7 @@ class World:
         self.resolve_delay = 0.0
         self.resolve_fails = False
         self.resolve_calls = 0
-        self.plan = CallPlan("", "", "none", constant_audio(), None, timers or Timers())
+        self.plan = CallPlan("", "", "none", constant_audio(), None, policy or CallPolicy())
 
     def now_index(self) -> int:
         return round(self.loop.time() * SAMPLE_RATE)

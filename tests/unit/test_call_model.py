@@ -44,7 +44,7 @@ from hypothesis.stateful import (
 
 from tests.unit.fakeroom import FakeParticipant, FakePublication, World, caller
 from worker.hold.audio import SAMPLE_RATE
-from worker.lifecycle import State, Timers
+from worker.lifecycle import CallPolicy, State
 from worker.media.detector import Inbound
 from worker.settings import Settings
 
@@ -121,7 +121,7 @@ class CallModel(RuleBasedStateMachine):
         media_action: str,
         early_caller: str,
     ) -> None:
-        timers = Timers(
+        policy = CallPolicy(
             caller_join_timeout=60.0,
             handoff_settle=settle,
             leave_after_handoff=leave,
@@ -129,7 +129,7 @@ class CallModel(RuleBasedStateMachine):
             media_action=media_action,  # type: ignore[arg-type]
             media_action_after=3.0,
         )
-        self.w = w = World(timers=timers)
+        self.w = w = World(policy=policy)
         w.publish_delay = publish_delay
         w.publish_failures = publish_failures
         self.failures_injected = publish_failures > 0

@@ -18,7 +18,7 @@ from livekit import rtc
 from tests.unit.fakeroom import FakeParticipant, World, caller
 from worker.call import kind_name
 from worker.hold.audio import SAMPLE_RATE
-from worker.lifecycle import State, Timers
+from worker.lifecycle import CallPolicy, State
 from worker.roles import AgentRule, Role, classify
 from worker.settings import Settings
 
@@ -32,20 +32,20 @@ def settings(**kw: object) -> Settings:
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    w = World(timers=Timers(caller_join_timeout=60.0))
+    w = World(policy=CallPolicy(caller_join_timeout=60.0))
     yield w
     w.close()
 
 
 def start(w: World, s: Settings | None = None) -> tuple[object, asyncio.Task[str]]:
     s = s or settings()
-    timers = Timers(
+    policy = CallPolicy(
         caller_join_timeout=60.0,
         handoff_settle=s.handoff_settle_s,
         leave_after_handoff=s.leave_after_handoff,
         agent_quiet_after=s.agent_quiet_s,
     )
-    w.plan = dataclasses.replace(w.plan, timers=timers)
+    w.plan = dataclasses.replace(w.plan, policy=policy)
     sess = w.session(s)
     task = w.loop.create_task(sess.run())
     w.run_for(0.01)
@@ -278,7 +278,7 @@ def test_draining_worker_leaves_once_the_call_is_handed_over(world: World) -> No
     (the guardian covers a later drop), so a rolling update does not wait for
     every conversation to end."""
     draining = False
-    world.plan = dataclasses.replace(world.plan, timers=Timers(caller_join_timeout=60.0))
+    world.plan = dataclasses.replace(world.plan, policy=CallPolicy(caller_join_timeout=60.0))
     sess = world.session(settings(), is_draining=lambda: draining)
     task = world.loop.create_task(sess.run())
     world.room.join(caller())

@@ -40,8 +40,8 @@ def test_plans(d: Path) -> None:
     c.load()
     a = c.plan_for({"sip.trunkPhoneNumber": "+15550301"})
     b = c.plan_for({"sip.trunkPhoneNumber": "+15550302"})
-    assert (a.store_id, a.matched_by, a.announcement, a.timers.max_wait) == ("a", "number", None, 0)
-    assert b.store_id == "b" and b.announcement is not None and b.timers.max_wait == 60
+    assert (a.store_id, a.matched_by, a.announcement, a.policy.max_wait) == ("a", "number", None, 0)
+    assert b.store_id == "b" and b.announcement is not None and b.policy.max_wait == 60
     assert a.hold.samples is not b.hold.samples
     assert c.default_plan().store_id == "a"
 

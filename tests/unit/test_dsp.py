@@ -9,7 +9,6 @@ import pytest
 
 from worker.hold.dsp import (
     GainRamp,
-    LoopCursor,
     equal_power_out,
     float_to_int16,
     make_seamless_loop,
@@ -48,19 +47,6 @@ def test_seam_between_unrelated_sounds_is_bounded_by_the_sounds() -> None:
     loop = make_seamless_loop(x, int(0.05 * RATE))
     seam = abs(float(loop[-1] - loop[0]))
     assert seam <= max_step(x) * 1.05
-
-
-def test_loop_cursor_wraps_and_rewinds() -> None:
-    loop = np.arange(10, dtype=np.float32)
-    c = LoopCursor(loop)
-    assert c.read(4).tolist() == [0, 1, 2, 3]
-    assert c.read(8).tolist() == [4, 5, 6, 7, 8, 9, 0, 1]
-    c.rewind(3)
-    assert c.read(3).tolist() == [9, 0, 1]
-    # reads are copies: changing one never touches the shared buffer
-    chunk = c.read(2)
-    chunk *= 0
-    assert loop.tolist() == list(range(10))
 
 
 def test_equal_power_fade_shape_and_length() -> None:

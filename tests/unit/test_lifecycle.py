@@ -10,6 +10,7 @@ from worker.lifecycle import (
     CallerJoined,
     CallerLeft,
     CallLifecycle,
+    CallPolicy,
     Draining,
     FadeDone,
     HandOver,
@@ -25,28 +26,27 @@ from worker.lifecycle import (
     State,
     StateChanged,
     Tick,
-    Timers,
     Transfer,
 )
 
 
-def lc(**timers: object) -> CallLifecycle:
-    return CallLifecycle(started_at=0.0, timers=Timers(**timers))  # type: ignore[arg-type]
+def lc(**policy: object) -> CallLifecycle:
+    return CallLifecycle(started_at=0.0, policy=CallPolicy(**policy))  # type: ignore[arg-type]
 
 
 def kinds(actions: list[object]) -> list[type]:
     return [type(a) for a in actions]
 
 
-def holding(**timers: object) -> CallLifecycle:
-    m = lc(**timers)
+def holding(**policy: object) -> CallLifecycle:
+    m = lc(**policy)
     m.handle(CallerJoined("sip_caller"), 1.0)
     assert m.state is State.HOLDING
     return m
 
 
-def handing_off(**timers: object) -> tuple[CallLifecycle, int]:
-    m = holding(**timers)
+def handing_off(**policy: object) -> tuple[CallLifecycle, int]:
+    m = holding(**policy)
     acts = m.handle(AgentAudio("agent-1", live=True), 5.0)
     fade = next(a for a in acts if isinstance(a, StartFade))
     return m, fade.fade_id
@@ -325,8 +325,8 @@ def test_done_ignores_everything(event: object) -> None:
 # ---- monitor mode and media actions ------------------------------------------
 
 
-def monitoring(**timers: object) -> CallLifecycle:
-    m = holding(handoff_settle=0.0, **timers)
+def monitoring(**policy: object) -> CallLifecycle:
+    m = holding(handoff_settle=0.0, **policy)
     m.handle(AgentPresence("agent-1", True), 4.0)
     acts = m.handle(AgentAudio("agent-1", live=True), 5.0)
     fid = next(a for a in acts if isinstance(a, StartFade)).fade_id

@@ -19,6 +19,7 @@ from worker.lifecycle import (
     CallerJoined,
     CallerLeft,
     CallLifecycle,
+    CallPolicy,
     Draining,
     Event,
     FadeDone,
@@ -30,7 +31,6 @@ from worker.lifecycle import (
     StartFade,
     State,
     Tick,
-    Timers,
     Transfer,
 )
 
@@ -45,8 +45,8 @@ events = st.one_of(
     st.just(Tick()),
     st.just(Draining()),
 )
-timers = st.builds(
-    Timers,
+policies = st.builds(
+    CallPolicy,
     caller_join_timeout=st.floats(0.5, 60),
     max_wait=st.sampled_from([0.0, 1.0, 30.0]),
     max_wait_action=st.sampled_from(["hangup", "transfer"]),
@@ -101,14 +101,14 @@ def check_action(lc: CallLifecycle, a: object, live: set[str]) -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(
-    t=timers,
+    t=policies,
     seq=st.lists(st.tuples(events, st.floats(0, 5)), max_size=40),
     end=st.sampled_from([CallerLeft(), RoomClosed()]),
 )
 def test_every_sequence_ends_when_the_caller_or_room_goes(
-    t: Timers, seq: list[tuple[Event, float]], end: Event
+    t: CallPolicy, seq: list[tuple[Event, float]], end: Event
 ) -> None:
-    lc = CallLifecycle(started_at=0.0, timers=t)
+    lc = CallLifecycle(started_at=0.0, policy=t)
     now = drive(lc, seq, 0.0)
     lc.handle(end, now + 1)
     if lc.state is State.WAITING:
@@ -128,14 +128,14 @@ def test_every_sequence_ends_when_the_caller_or_room_goes(
 
 
 @settings(max_examples=300, deadline=None)
-@given(t=timers, seq=st.lists(st.tuples(events, st.floats(0, 5)), max_size=40))
+@given(t=policies, seq=st.lists(st.tuples(events, st.floats(0, 5)), max_size=40))
 def test_a_caller_with_no_agent_is_never_left_without_hold_or_a_timer(
-    t: Timers, seq: list[tuple[Event, float]]
+    t: CallPolicy, seq: list[tuple[Event, float]]
 ) -> None:
     """Without any live agent, a call is HOLDING (hold audio on), WAITING with a
     deadline, or DONE; never HANDING_OFF, SETTLING or MONITORING with nobody
     to talk to."""
-    lc = CallLifecycle(started_at=0.0, timers=t)
+    lc = CallLifecycle(started_at=0.0, policy=t)
     now = drive(lc, seq, 0.0)
     for a in AGENTS:  # every agent goes away
         lc.handle(AgentAudio(a, live=False), now)

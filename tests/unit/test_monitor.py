@@ -261,7 +261,6 @@ async def test_failed_get_stats_keeps_the_verdict(caplog: Any) -> None:
     with caplog.at_level(logging.DEBUG, logger="hold-worker.media"):
         await step(m, clock, a, 20, 25)  # 10 s of failed reads
     assert [v.inbound for v in verdicts] == [Inbound.OK]
-    assert m.last_stats is not None and m.last_stats.packets_received == 500
     assert len([r for r in caplog.records if "get_stats failed" in r.message]) == 1
     a.fail = False
     await step(m, clock, a, 1, 25)  # readable again: packets came meanwhile: ok

@@ -25,7 +25,7 @@ def band_level(x: np.ndarray, hz: float) -> float:
     return float(2 * np.abs(np.dot(x, np.exp(-2j * np.pi * hz * n / RATE))) / x.shape[0])
 
 
-def test_music_loops_like_a_cursor() -> None:
+def test_music_repeats_its_loop() -> None:
     music = tone(400, 1.0)
     p = HoldProgram(music)
     out = np.concatenate([p.read(30_000) for _ in range(4)])

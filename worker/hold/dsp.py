@@ -1,4 +1,4 @@
-"""Pure DSP for hold audio: level, loop seam, cursor and fades.
+"""Pure DSP for hold audio: level, loop seam and fades.
 
 Everything here works on float32 mono numpy arrays at one sample rate and
 imports nothing from livekit, so it is tested offline with plain arrays.
@@ -103,40 +103,6 @@ def make_seamless_loop(samples: Audio, crossfade: int) -> Audio:
     fade_out = np.cos(0.5 * math.pi * t).astype(np.float32)
     out[:crossfade] = head * fade_in + tail * fade_out
     return out
-
-
-class LoopCursor:
-    """Reads fixed-size chunks from a looped buffer, wrapping at the end.
-
-    The buffer is shared read-only between calls; each call has its own
-    cursor. `rewind(n)` steps back n samples (used to re-render audio that
-    was queued but never played when a fade must start now).
-    """
-
-    def __init__(self, loop: Audio, position: int = 0) -> None:
-        if loop.shape[0] == 0:
-            raise ValueError("hold audio is empty")
-        self._loop = loop
-        self._pos = int(position % loop.shape[0])
-
-    @property
-    def position(self) -> int:
-        return self._pos
-
-    def read(self, n: int) -> Audio:
-        size = self._loop.shape[0]
-        start = self._pos
-        end = start + n
-        if end <= size:
-            chunk = self._loop[start:end].copy()
-        else:
-            idx = np.arange(start, end) % size
-            chunk = self._loop[idx]
-        self._pos = int(end % size)
-        return chunk
-
-    def rewind(self, n: int) -> None:
-        self._pos = int((self._pos - n) % self._loop.shape[0])
 
 
 class GainRamp:

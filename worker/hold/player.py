@@ -5,12 +5,12 @@ Pacing. The pusher keeps between one and two chunks queued in the source
 capture_frame: it sleeps until less than one chunk is queued and then pushes
 the next, so a capture is never in flight when the queue is flushed.
 
-Chunk size. Fewer, larger pushes cost less CPU (figures in settings.py and
-the README), and a deep queue rides out stalls of a busy event loop without
+Chunk size. Fewer, larger pushes cost less CPU (figures in the README and
+BENCHMARKS.md), and a deep queue rides out stalls of a busy event loop without
 a gap in the caller's audio.
 
 Handoff without waiting for the queue. A fade (or a resume) flushes what is
-queued, steps the loop cursor back by what was dropped, and re-renders from
+queued, steps the program back by what was dropped, and re-renders from
 the sample the caller is hearing now with the new gain curve. So the fade
 starts within a few milliseconds of the request, whatever the chunk size.
 """

@@ -18,7 +18,6 @@ FLOOR_DBFS = -120.0
 class LevelWindow:
     frames: int = 0
     samples: int = 0
-    nonzero: bool = False
     peak: int = 0
     _sum_sq: float = 0.0
 
@@ -31,7 +30,6 @@ class LevelWindow:
         peak = int(np.max(np.abs(x)))
         self.peak = max(self.peak, peak)
         if peak:
-            self.nonzero = True
             self._sum_sq += float(np.dot(x, x))
 
     @property

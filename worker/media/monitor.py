@@ -65,11 +65,7 @@ class RoomLike(Protocol):
 @dataclass
 class InboundStats:
     packets_received: int = 0
-    packets_lost: int = 0
-    jitter: float = 0.0
     concealed_samples: int = 0
-    total_samples_received: int = 0
-    audio_level: float = 0.0
 
 
 def inbound_stats(stats: list[rtc.stats.RtcStats]) -> InboundStats | None:
@@ -78,11 +74,7 @@ def inbound_stats(stats: list[rtc.stats.RtcStats]) -> InboundStats | None:
             r = s.inbound_rtp
             return InboundStats(
                 packets_received=int(r.received.packets_received),
-                packets_lost=int(r.received.packets_lost),
-                jitter=float(r.received.jitter),
                 concealed_samples=int(r.inbound.concealed_samples),
-                total_samples_received=int(r.inbound.total_samples_received),
-                audio_level=float(r.inbound.audio_level),
             )
     return None
 
@@ -131,7 +123,6 @@ class MediaMonitor:
         # True: the caller subscribed to our track; None: someone did, not
         # provably the caller; False: no subscription seen (module docstring).
         self.outbound_subscribed: bool | None = False
-        self.last_stats: InboundStats | None = None
 
     def start(self) -> None:
         self.room.on("track_subscribed", self._on_track_subscribed)
@@ -235,8 +226,6 @@ class MediaMonitor:
                 self._stats_failing = True
             else:
                 self._stats_failing = False
-        if not failed:
-            self.last_stats = stats
         window, self._window = self._window, LevelWindow()
         sample = MediaSample(
             packets_received=None if stats is None else stats.packets_received,
