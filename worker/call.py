@@ -163,7 +163,6 @@ class CallSession:
         self.player: HoldPlayer | None = self._new_player(self.plan.hold)
         self.lifecycle = CallLifecycle(started_at=clock(), policy=self.plan.policy)
         self.monitor: Any = None  # MediaMonitor while watching the caller's media
-        self.monitors_started = 0
         self._media: Verdict | None = None
         self._store_task: asyncio.Task[None] | None = None
         self._store_known = False  # store attributes only once resolved
@@ -177,7 +176,6 @@ class CallSession:
         self._agents: set[str] = set()  # human agents present
         self._live: dict[str, bool] = {}  # human agent identity -> audio live
         self._fade_task: asyncio.Task[None] | None = None
-        self._fade_id = 0
         self._publication: rtc.LocalTrackPublication | None = None
         self._quiet = False  # handed over: no track, no media subscriptions
         self._recoveries = 0
@@ -245,7 +243,6 @@ class CallSession:
         elif isinstance(action, StartFade):
             self.log.info("agent audio live, fading hold audio out", extra={"agent": action.agent})
             await self._cancel_fade()
-            self._fade_id = action.fade_id
             self._fade_task = asyncio.create_task(self._fade(action.fade_id), name="hold-fade")
         elif isinstance(action, ResumeHold):
             self.log.info("no agent audio any more, resuming hold audio")
@@ -350,16 +347,13 @@ class CallSession:
             return  # nothing was playing
         self._recoveries += 1
         self.log.error(f"hold audio player died, replacing it ({self._recoveries})")
+        # A fade in flight ends by itself: the dead player counts as silent.
         under_agent = state in (State.HANDING_OFF, State.SETTLING)
-        await self._cancel_fade()
         await self._unpublish()
         if self._recoveries > MAX_PLAYER_RECOVERIES:
             self._events.put_nowait(HoldFailed("hold audio player keeps failing"))
             return
-        if await self._bring_up_hold(self.settings.fade_ms, silent=under_agent) and (
-            state is State.HANDING_OFF
-        ):
-            self._events.put_nowait(FadeDone(self._fade_id))  # it is silent already
+        await self._bring_up_hold(self.settings.fade_ms, silent=under_agent)
 
     async def _fade(self, fade_id: int) -> None:
         if self.player is not None:
@@ -651,7 +645,6 @@ class CallSession:
             clock=self.clock,
             on_verdict=self._on_media_verdict,
         )
-        self.monitors_started += 1
         self.monitor.start()
 
     def _on_media_verdict(

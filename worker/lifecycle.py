@@ -404,19 +404,19 @@ class CallLifecycle:
         self.quiet_since = None if self.live_agents else now
         return [HandOver(agent)]
 
-    def _hang_up_and_leave(self, reason: str) -> list[Action]:
+    def _hang_up_and_leave(self, reason: str, action: str = "hangup") -> list[Action]:
+        """End the call for the caller: transfer them (if that is the action
+        and there is a target) or hang up, then leave."""
         self.state = State.DONE
         self.end_reason = reason
+        if action == "transfer" and self.policy.transfer_target:
+            return [Transfer(self.policy.transfer_target, reason), Leave(reason)]
         return [HangUp(reason), Leave(reason)]
 
     def _media_action(self) -> list[Action]:
         t = self.policy
         reason = f"{self.media_verdict or 'one-way audio'} for {t.media_action_after:g} s"
-        self.state = State.DONE
-        self.end_reason = reason
-        if t.media_action == "transfer" and t.transfer_target:
-            return [Transfer(t.transfer_target, reason), Leave(reason)]
-        return [HangUp(reason), Leave(reason)]
+        return self._hang_up_and_leave(reason, t.media_action)
 
     def _start_fade(self) -> list[Action]:
         self.state = State.HANDING_OFF
@@ -425,12 +425,7 @@ class CallLifecycle:
 
     def _max_wait_expired(self) -> list[Action]:
         t = self.policy
-        reason = f"max wait of {t.max_wait:g} s reached"
-        self.state = State.DONE
-        self.end_reason = reason
-        if t.max_wait_action == "transfer" and t.transfer_target:
-            return [Transfer(t.transfer_target, reason), Leave(reason)]
-        return [HangUp(reason), Leave(reason)]
+        return self._hang_up_and_leave(f"max wait of {t.max_wait:g} s reached", t.max_wait_action)
 
     def _end(self, reason: str, *, leave: bool = True) -> list[Action]:
         self.state = State.DONE

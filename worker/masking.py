@@ -129,6 +129,15 @@ def _take(run: str) -> tuple[str, str]:
     return run[:end], run[end:]
 
 
+def _mask_run(run: str, *, international: bool) -> str | None:
+    """A number with separators and what follows it (masked on its own), or
+    None when the run is too short to be a phone number."""
+    number, rest = _take(run)
+    if len(_digits(number)) < 7:
+        return None
+    return mask_digits(_digits(number), international=international) + mask_text(rest)
+
+
 def _replace(m: re.Match[str]) -> str:
     g = m.group
     if g("uri"):
@@ -141,25 +150,16 @@ def _replace(m: re.Match[str]) -> str:
             return g("uri") + mask_text(m.group(0)[len(g("uri")) :])
         return g("uri") + mask_digits(_digits(run), international=bool(g("uplus")))
     if g("plus"):
-        number, rest = _take(g("prun"))
-        if len(_digits(number)) < 7:
-            return m.group(0)
-        return mask_digits(_digits(number), international=True) + mask_text(rest)
+        return _mask_run(g("prun"), international=True) or m.group(0)
     if g("idp"):
         digits = g("irun")
         if len(digits) < 3:
             return m.group(0)
         return g("idp") + mask_digits(digits, international=bool(g("iplus")))
     if g("intl"):
-        number, rest = _take(g("nrun"))
-        if len(_digits(number)) < 7:
-            return m.group(0)
-        return mask_digits(_digits(number), international=True) + mask_text(rest)
+        return _mask_run(g("nrun"), international=True) or m.group(0)
     if g("paren"):
-        number, rest = _take(g("paren"))
-        if len(_digits(number)) < 7:
-            return m.group(0)
-        return mask_digits(_digits(number), international=False) + mask_text(rest)
+        return _mask_run(g("paren"), international=False) or m.group(0)
     if g("trunk"):
         digits = _digits(g("trunk"))
         if not 9 <= len(digits) <= _E164_MAX_DIGITS:

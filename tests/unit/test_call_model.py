@@ -86,7 +86,6 @@ class Since:
     live: float | None = None
     caller: float | None = None
     handed: bool = False  # an agent was live while the caller was there
-    player_failed: bool = False
     player_failed_at: float | None = None
     events: list[str] = field(default_factory=list)
 
@@ -101,12 +100,14 @@ class CallModel(RuleBasedStateMachine):
     @initialize(
         settle=st.sampled_from([0.0, 0.5, 3.0]),
         quiet=st.sampled_from([0.0, 2.0, 5.0]),
-        leave=st.booleans(),
+        leave=st.sampled_from([False, False, True]),
         publish_delay=st.sampled_from([0.0, 0.05, 0.3]),
         publish_failures=st.sampled_from([0, 0, 0, 1, 2, 3]),
         resolve_delay=st.sampled_from([0.0, 0.2, 2.0]),
         resolve_fails=st.booleans(),
-        media_action=st.sampled_from(["none", "none", "hangup"]),
+        media_action=st.sampled_from(["none", "none", "hangup", "transfer"]),
+        max_wait=st.sampled_from([0.0, 0.0, 8.0]),
+        max_wait_action=st.sampled_from(["hangup", "transfer"]),
         early_caller=st.sampled_from(["no", "before_connect", "during_publish", "after_start"]),
     )
     def start(
@@ -119,6 +120,8 @@ class CallModel(RuleBasedStateMachine):
         resolve_delay: float,
         resolve_fails: bool,
         media_action: str,
+        max_wait: float,
+        max_wait_action: str,
         early_caller: str,
     ) -> None:
         policy = CallPolicy(
@@ -128,6 +131,9 @@ class CallModel(RuleBasedStateMachine):
             agent_quiet_after=quiet,
             media_action=media_action,  # type: ignore[arg-type]
             media_action_after=3.0,
+            max_wait=max_wait,
+            max_wait_action=max_wait_action,  # type: ignore[arg-type]
+            transfer_target="tel:+15550111",
         )
         self.w = w = World(policy=policy)
         w.publish_delay = publish_delay
@@ -291,6 +297,23 @@ class CallModel(RuleBasedStateMachine):
         self._set_audio(a, audio)
         self._step_done(after)
 
+    @rule(name=st.sampled_from(AGENTS), talk_for=st.sampled_from([1.0, 4.0, 8.0]))
+    def agent_takes_call(self, name: str, talk_for: float) -> None:
+        """An agent (joining if need be) speaks and keeps talking: the path to
+        a confirmed handoff and what follows it."""
+        assert self.w is not None
+        a = self.agents.get(name)
+        if a is None:
+            p = FakeParticipant(name, attributes={"role": "agent"})
+            a = self.agents[name] = AgentModel(p, role_set=True)
+            self._note(f"{name} joins to take the call")
+            self.w.room.join(p)
+        elif not a.recognised:
+            a.role_set = True
+            self.w.room.set_attributes(a.p, {"role": "agent"})
+        self._set_audio(a, "live")
+        self._step_done(talk_for)
+
     @rule(
         name=st.sampled_from(AGENTS),
         live_for=st.sampled_from([0.05, 0.15, 0.3, 0.6]),
@@ -341,7 +364,6 @@ class CallModel(RuleBasedStateMachine):
             return
         for track in published.values():
             track.source.fail_next = True
-        self.since.player_failed = True
         self.since.player_failed_at = self.now
         self._note("player dies")
 
@@ -380,7 +402,6 @@ class CallModel(RuleBasedStateMachine):
         ended = self.task.done()
         if self.caller_state != "present" or ended or self.since.caller is None:
             return
-        g = self.w.gains(t0, t1)
         if self.first_sound is None:
             on = np.nonzero(self.w.gains(self.since.caller, t1) > 0.5)[0]
             if on.size:
@@ -410,7 +431,7 @@ class CallModel(RuleBasedStateMachine):
                 # after a handoff, muted agents keep hold away until they leave
                 since = max(since, self.since.no_agent)
             start = since + allowance
-            if self.failures_injected and self.since.player_failed:
+            if self.failures_injected and self.since.player_failed_at is not None:
                 # a dead player and failing publications: recoveries queue
                 # behind each other's retries; what must hold is that the
                 # caller ends up hung up, not alone (_check_ended, teardown)
@@ -424,7 +445,7 @@ class CallModel(RuleBasedStateMachine):
                 if seg.size and float(seg.min()) < 0.98:
                     where = max(start, t0) + float(np.argmin(seg)) / SAMPLE_RATE
                     self._fail(f"caller without an agent hears gain {seg.min():.3f} at {where:.3f}")
-        if self.first_sound is not None and not self.since.player_failed:
+        if self.first_sound is not None and self.since.player_failed_at is None:
             a = max(t0 - 1 / SAMPLE_RATE, self.first_sound)
             if a < t1:
                 seg = self.w.gains(a, t1)
@@ -435,7 +456,6 @@ class CallModel(RuleBasedStateMachine):
                         self._fail(
                             f"click: gain step {steps[i]:.4f} at {a + i / SAMPLE_RATE:.4f} s"
                         )
-        _ = g
 
     @invariant()
     def resources(self) -> None:

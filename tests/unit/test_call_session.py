@@ -120,7 +120,7 @@ def test_caller_joining_during_publication_is_handled_once(world: World) -> None
     world.run_for(1.0)
     assert world.resolve_calls == 1
     assert len(world.monitors) == 1
-    assert sess.monitors_started == 1  # type: ignore[attr-defined]
+    assert sess.monitor is world.monitors[0]  # type: ignore[attr-defined]
 
 
 def test_hangup_while_caller_joined_is_still_queued(world: World) -> None:
@@ -289,3 +289,19 @@ def test_draining_worker_leaves_once_the_call_is_handed_over(world: World) -> No
     agent(world, "agent-1")
     world.run_for(5.0)
     assert task.done() and "draining" in task.result()
+
+
+def test_player_dying_during_the_fade_still_hands_over(world: World) -> None:
+    """A fade waiting on a dead player ends (a dead player is silent), so the
+    handoff is confirmed and the replacement stays silent under the agent."""
+    sess, task = start(world, settings(handoff_settle_s=0.5))
+    world.room.join(caller())
+    world.run_for(1.0)
+    for track in world.room.local_participant.published.values():
+        track.source.fail_next = True  # the fade's first push fails
+    agent(world, "agent-1")
+    world.run_for(3.0)
+    assert sess.lifecycle.state is State.MONITORING  # type: ignore[attr-defined]
+    t = world.loop.time()
+    assert level(world, 1.5, t)[1] == 0.0, "hold audio under the agent"
+    assert not task.done()

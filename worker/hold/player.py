@@ -94,10 +94,7 @@ class HoldPlayer:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the caller would hear silence: say so at once
-            logger.error(f"hold audio stopped: {type(e).__name__}: {e}")
-            if self._on_failure is not None and not self._failed:
-                self._failed = True
-                self._on_failure(e)
+            self._fail(e)
 
     async def _run(self) -> None:
         low_water = self._chunk / SAMPLE_RATE
@@ -141,16 +138,21 @@ class HoldPlayer:
         try:
             await self._push_chunk()
         except Exception as e:
-            logger.error(f"hold audio stopped: {type(e).__name__}: {e}")
             self._fail(e)
             return
         self._wake.set()
 
     def _fail(self, e: BaseException) -> None:
-        if self._task is not None:
+        """The player is dead, whichever path found it: stop pushing, count it
+        as silent (a fade waiting on it ends), report it once."""
+        if self._failed:
+            return
+        self._failed = True
+        logger.error(f"hold audio stopped: {type(e).__name__}: {e}")
+        self._silent.set()
+        if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
-        if self._on_failure is not None and not self._failed:
-            self._failed = True
+        if self._on_failure is not None:
             self._on_failure(e)
 
     def _drop_queued(self) -> None:
@@ -185,10 +187,9 @@ class HoldPlayer:
     async def fade_out(self, fade_ms: int) -> None:
         """Fade to silence from now; returns once the silence has been played out."""
         await self._restart(0.0, fade_ms)
-        if self._failed:
-            return  # reported; the session replaces the player
         await self._silent.wait()
-        await asyncio.sleep(self._source.queued_duration)
+        if not self._failed:  # a dead player is silent already; the session replaces it
+            await asyncio.sleep(self._source.queued_duration)
 
     async def resume(self, fade_ms: int) -> None:
         """Bring hold audio back up from wherever the fade had got to."""
