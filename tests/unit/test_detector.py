@@ -94,6 +94,29 @@ def test_zeros_mid_call_flagged_after_real_audio() -> None:
     assert t is not None and 10.0 + 5.0 <= t <= 10.0 + 10.0
 
 
+def test_a_short_gap_in_decoded_frames_does_not_restart_the_silence_count() -> None:
+    """Regression (CI, monitor mode on a loaded machine): zeros were flagged
+    12.6 s after they began instead of about 6.6 s; a poll window that got no
+    decoded frames counted as audible and restarted the count."""
+    d = OneWayDetector(joined_at=0.0)
+    a = flowing(20)  # 10 s of real audio
+    zeros = flowing(30, start=a[-1].packets_received or 0, nonzero=False)
+    for i in (6, 7, 11):  # three windows without frames, at most 1 s in a row
+        zeros[i] = MediaSample(zeros[i].packets_received, 0, 0, True)
+    t = first(run(d, a + zeros), Inbound.SILENT)
+    assert t is not None and t <= 10.0 + 6.5
+
+
+def test_a_long_gap_in_decoded_frames_is_no_evidence_of_silence() -> None:
+    d = OneWayDetector(joined_at=0.0)
+    a = flowing(20)
+    zeros = flowing(4, start=a[-1].packets_received or 0, nonzero=False)
+    gap = [MediaSample(zeros[-1].packets_received, 0, 0, True)] * 10  # 5 s, no frames
+    zeros2 = flowing(8, start=zeros[-1].packets_received or 0, nonzero=False)
+    t = first(run(d, a + zeros + gap + zeros2), Inbound.SILENT)
+    assert t is None  # 2 s + 4 s of zeros around a 5 s gap: never 6 s of evidence
+
+
 def test_outbound_not_subscribed() -> None:
     d = OneWayDetector(joined_at=0.0)
     changes = run(d, flowing(20, sub=False))

@@ -11,7 +11,11 @@ sample). This module turns that sequence into verdicts with reasons:
 - missing:  no inbound packet since the caller joined, for `missing_after_s`;
 - stopped:  packets flowed, then none for `stopped_after_s`;
 - silent:   packets flow but the decoded audio stays at digital silence for
-            `silence_after_s` (a muted trunk, a codec mismatch). Measured on
+            `silence_after_s` (a muted trunk, a codec mismatch). A sample
+            window without decoded frames is no evidence either way: for up to
+            `frame_gap_s` it leaves the silence timer alone (a busy machine
+            can delay frame delivery by a poll or two, which must not restart
+            the count); a longer gap restarts it (no frames, no judgement). Measured on
             the stack: G.711 zeros from the caller reach the room through
             livekit-sip's Opus leg as +-1 LSB at 8 kHz (not exact zeros), while
             the quietest live line tried (-78 dBFS noise) peaks at 13 LSB or
@@ -73,6 +77,7 @@ class Thresholds:
     silence_after_s: float = 6.0
     outbound_after_s: float = 5.0
     silence_peak_lsb: int = 4  # 16-bit at 8 kHz; see "silent" above
+    frame_gap_s: float = 2.0  # windows without frames this long: not silence
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,7 @@ class OneWayDetector:
     _last_packet_at: float | None = None  # when the packet count last grew
     _first_packet_at: float | None = None
     _last_audible_at: float | None = None
+    _last_frames_at: float | None = None  # the last window with decoded frames
     _subscribed: bool = False
     _subscribed_unknown: bool = False
     verdict: Verdict = field(
@@ -122,8 +128,16 @@ class OneWayDetector:
 
     def update(self, sample: MediaSample, now: float) -> Verdict | None:
         """Feed one sample; returns the new verdict if it changed, else None."""
-        # A window without frames says nothing about silence: count it audible.
-        if sample.audio_frames == 0 or sample.peak > self.thresholds.silence_peak_lsb:
+        # A window without frames says nothing about silence: a short gap
+        # leaves the timer alone, a long one restarts it (module docstring).
+        if sample.audio_frames:
+            self._last_frames_at = now
+            if sample.peak > self.thresholds.silence_peak_lsb:
+                self._last_audible_at = now
+        elif (
+            self._last_frames_at is None
+            or now - self._last_frames_at > self.thresholds.frame_gap_s
+        ):
             self._last_audible_at = now
         if sample.outbound_subscribed is True:
             self._subscribed = True
