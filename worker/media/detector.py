@@ -135,8 +135,7 @@ class OneWayDetector:
             if sample.peak > self.thresholds.silence_peak_lsb:
                 self._last_audible_at = now
         elif (
-            self._last_frames_at is None
-            or now - self._last_frames_at > self.thresholds.frame_gap_s
+            self._last_frames_at is None or now - self._last_frames_at > self.thresholds.frame_gap_s
         ):
             self._last_audible_at = now
         if sample.outbound_subscribed is True:
