@@ -63,7 +63,7 @@ test-e2e: setup
 	PYTEST_PATHS=tests/e2e DEVSTACK_NETNS=$(TEST_NETNS) bash .ci/pytest-all.sh
 
 demo: stack
-	@source devstack/env.sh && $(PY) -m tests.e2e.demo
+	@source devstack/env.sh && $(PY) -m harness.demo
 
 # The benchmark (issue 5): both workers at N = 1, 10, 25, 50 held calls on the
 # local stack, in the tests' private network namespace; writes BENCHMARKS.md

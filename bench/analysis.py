@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.e2e.support.scenario import hold_span, notch
-from tests.e2e.support.signals import read_wav
+from harness.analysis import hold_span, notch, read_wav
 
 GAP_WINDOW_S = 0.02
 GAP_DBFS = -60.0

@@ -1,6 +1,6 @@
 """The e2e SIP caller stand-in (tests/e2e/support/sip_caller.py), hung up on a signal.
 
-Same arguments as ``python -m tests.e2e.support.sip_caller``; the benchmark
+Same arguments as ``python -m harness.sip.caller``; the benchmark
 places many calls whose end it does not know in advance (all calls must be on
 hold together for a window, whenever the last one was answered), so here
 ``--duration`` is only a cap and the call hangs up (a normal BYE, result JSON
@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tests.e2e.support import sip_caller as sc
+from harness.sip import caller as sc
 
 
 class _UntilSignalled(float):

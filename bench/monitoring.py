@@ -52,9 +52,10 @@ from typing import Any
 from livekit import api
 
 from bench import run as br
-from tests.e2e.support.scenario import publishes_audio, worker_info
-from tests.e2e.support.signals import write_tone_wav
-from tests.e2e.support.stack import stack_env
+from harness.agents import HumanAgent
+from harness.analysis import write_tone_wav
+from harness.rooms import publishes_audio, worker_info
+from harness.stack import kill_group, stack_env
 
 KIND = "monitoring"  # its own trunk, number and room prefix (bench/run.py's tables)
 br.NUMBER[KIND] = "+15550303"
@@ -188,9 +189,9 @@ async def measure(n: int, env: dict[str, str], name: str, work: Path, a: Any) ->
 
             async def agent_for(c: br.Call, i: int) -> None:
                 await asyncio.sleep(i * plan.agent_interval)
-                c.agent = br.LiteAgent(
+                c.agent = HumanAgent(
                     env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"],
-                    c.room, f"agent-mon-{i}", br.AGENT_HZ,
+                    c.room, f"agent-mon-{i}", br.AGENT_HZ, record=False,
                 )  # fmt: skip
                 await c.agent.join()
                 await c.agent.speak()
@@ -217,7 +218,7 @@ async def measure(n: int, env: dict[str, str], name: str, work: Path, a: Any) ->
             try:
                 await asyncio.to_thread(w.proc.wait, 20)
             except subprocess.TimeoutExpired:
-                br.kill_tree(w.proc)
+                kill_group(w.proc)
         text = w.text()
         out["subscription_warnings"] = text.count("could not change a subscription")
         out["errors_in_log"] = text.count('"level": "ERROR"')

@@ -54,10 +54,12 @@ from livekit import api
 
 from bench import procstat
 from bench.analysis import analyse
-from tests.e2e.support.human_agent import HumanAgent
-from tests.e2e.support.signals import write_tone_wav
-from tests.e2e.support.stack import stack_env
-from tests.e2e.support.workerproc import _die_with_parent, start_worker
+from harness import stack
+from harness.agents import HumanAgent
+from harness.analysis import hold_reference_8k, write_tone_wav
+from harness.rooms import AGENT, caller_number, rooms_with_callers
+from harness.stack import die_with_parent, kill_group, stack_env, stack_pids, start_worker
+from worker.protocol import SIP_CALL_STATUS
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("ours", "baseline")
@@ -82,14 +84,6 @@ class Plan:
     ours_env: dict[str, str] = field(default_factory=dict)
 
 
-class LiteAgent(HumanAgent):
-    """The e2e human agent without recording the caller (50 of them share the
-    harness's event loop; only their own first audio time is needed here)."""
-
-    def _on_track(self, *_a: Any) -> None:
-        return None
-
-
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -98,15 +92,11 @@ def log(msg: str) -> None:
 
 
 def provision(env: dict[str, str], kind: str, agent_name: str) -> None:
-    cmd = [
-        sys.executable, "-m", "worker", "provision",
-        "--trunk-name", f"bench-{kind}", "--rule-name", f"bench-{kind}-calls",
-        "--room-prefix", PREFIX[kind], "--agent-name", agent_name,
-        "--number", NUMBER[kind], "--allowed-address", "127.0.0.1/32",
-    ]  # fmt: skip
-    p = subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"provision {kind} failed: {p.stderr.strip()}")
+    stack.provision(
+        env, f"bench-{kind}", f"bench-{kind}-calls",
+        "--room-prefix", PREFIX[kind], "--number", NUMBER[kind],
+        agent_name=agent_name, check=True,
+    )  # fmt: skip
 
 
 def spawn_worker(kind: str, env: dict[str, str], agent_name: str, log_dir: Path, plan: Plan):
@@ -127,21 +117,6 @@ def spawn_worker(kind: str, env: dict[str, str], agent_name: str, log_dir: Path,
         raise RuntimeError(f"{kind} {e}") from None
 
 
-def kill_tree(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        proc.wait(5)
-
-
-def stack_pids() -> dict[str, int]:
-    out = {}
-    for name in ("livekit-server", "livekit-sip", "redis-server"):
-        with contextlib.suppress(OSError, ValueError):
-            out[name] = int((REPO / ".devstack" / "run" / f"{name}.pid").read_text().strip())
-    return out
-
-
 # ------------------------------------------------------------------ calls
 
 
@@ -152,7 +127,7 @@ class Call:
     result: Path
     record: Path
     room: str = ""
-    agent: LiteAgent | None = None
+    agent: HumanAgent | None = None
 
 
 async def place_calls(
@@ -168,7 +143,7 @@ async def place_calls(
             "--send-wav", str(send_wav), "--record", str(rec), "--duration", "600",
             "--result", str(res), "--answer-timeout", "60",
             cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         calls.append(Call(number, proc, res, rec))
         if i < n - 1:
@@ -184,23 +159,14 @@ async def wait_answered(
     by_number = {c.number: c for c in calls}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
-        for r in rooms:
-            if not r.name.startswith(PREFIX[kind]) or r.name in skip or r.num_participants < 1:
-                continue
-            if any(c.room == r.name for c in calls):
-                continue
-            parts = (
-                await lk.room.list_participants(api.ListParticipantsRequest(room=r.name))
-            ).participants
-            kinds = {p.kind for p in parts}
-            if api.ParticipantInfo.Kind.AGENT not in kinds:
+        taken = frozenset(skip | {c.room for c in calls if c.room})
+        for room, parts in await rooms_with_callers(lk, PREFIX[kind], taken):
+            if not any(p.kind == AGENT for p in parts):
                 continue
             for p in parts:
-                c = by_number.get(p.attributes.get("sip.phoneNumber", ""))
-                if p.kind == api.ParticipantInfo.Kind.SIP and c is not None:
-                    if p.attributes.get("sip.callStatus", "active") == "active":
-                        c.room = r.name
+                c = by_number.get(caller_number(p) or "")
+                if c is not None and p.attributes.get(SIP_CALL_STATUS, "active") == "active":
+                    c.room = room
         if all(c.room for c in calls):
             break
         if all(c.proc.returncode is not None for c in calls if not c.room):
@@ -319,9 +285,9 @@ async def measure(
 
             async def agent_for(c: Call, i: int) -> None:
                 await asyncio.sleep(i * plan.agent_interval)
-                c.agent = LiteAgent(
+                c.agent = HumanAgent(
                     env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"],
-                    c.room, f"agent-bench-{i}", AGENT_HZ,
+                    c.room, f"agent-bench-{i}", AGENT_HZ, record=False,
                 )  # fmt: skip
                 await c.agent.join()
                 await c.agent.speak()
@@ -395,7 +361,7 @@ async def measure(
             try:
                 await asyncio.to_thread(w.proc.wait, 20)
             except subprocess.TimeoutExpired:
-                kill_tree(w.proc)
+                kill_group(w.proc)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(w.proc.pid, signal.SIGKILL)  # stray job processes
         out["worker_log"] = str(w.log_path)
@@ -483,13 +449,7 @@ def resummarise(doc: dict[str, Any]) -> None:
 
 
 def hold_reference(path: Path) -> None:
-    import soxr
-
-    from worker.hold.audio import load_hold_audio
-
-    audio = load_hold_audio(REPO / "assets" / "hold-default.flac", level_dbfs=-20.0,
-                            max_seconds=600)  # fmt: skip
-    np.save(path, soxr.resample(audio.samples, 48_000, 8_000).astype(np.float32))
+    np.save(path, hold_reference_8k())
 
 
 def machine() -> dict[str, Any]:

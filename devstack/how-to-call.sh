@@ -7,8 +7,8 @@ cat <<MSG
   Trunk number ${DEV_TRUNK_NUMBER}; livekit-sip listens on ${DEV_SIP_TARGET#*@}
 
   Place a call from another terminal (a real pjsua2 SIP caller, 20 s):
-    .venv/bin/python -c "from tests.e2e.support.signals import write_tone_wav as w; w('/tmp/caller.wav', [700, 1100], 2.0)"
-    .venv/bin/python -m tests.e2e.support.sip_caller --target ${DEV_SIP_TARGET} \\
+    .venv/bin/python -c "from harness.analysis import write_tone_wav as w; w('/tmp/caller.wav', [700, 1100], 2.0)"
+    .venv/bin/python -m harness.sip.caller --target ${DEV_SIP_TARGET} \\
         --from +15551230123 --send-wav /tmp/caller.wav --record /tmp/heard.wav \\
         --duration 20 --result /tmp/call.json
   then join the room as a human agent from your web app (identity agent-...).

@@ -19,11 +19,12 @@ import pytest
 import pytest_asyncio
 from livekit import api
 
-from tests.e2e.support import dialled
-from tests.e2e.support import stack as stackmod
-from tests.e2e.support.faultkit import TONE_HOLD_HZ
-from tests.e2e.support.signals import write_tone_wav
-from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
+from harness import analysis
+from harness import stack as stackmod
+from harness.analysis import write_tone_wav
+from harness.sip import dialled
+from harness.stack import WorkerProcess, start_worker, stop_worker
+from tests.e2e.support.tones import TONE_HOLD_HZ
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ def worker(
 def tone_worker(
     lk_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    """A worker whose hold audio is one tone (faultkit.TONE_HOLD_HZ)."""
+    """A worker whose hold audio is one tone (tones.TONE_HOLD_HZ)."""
     d = tmp_path_factory.mktemp("tone-worker")
     hold = write_tone_wav(str(d / "hold.wav"), TONE_HOLD_HZ, seconds=2.0, rate=16000)
     w = start_worker(lk_env, d, HOLD_AUDIO=hold)
@@ -73,14 +74,7 @@ def tone_worker(
 @pytest.fixture(scope="session")
 def hold_reference_8k() -> np.ndarray:
     """The default hold asset as the caller should hear it: 8 kHz, normalised."""
-    import soxr
-
-    from worker.hold.audio import load_hold_audio
-
-    audio = load_hold_audio(
-        REPO / "assets" / "hold-default.flac", level_dbfs=-20.0, max_seconds=600
-    )
-    return soxr.resample(audio.samples, 48_000, 8_000).astype(np.float32)
+    return analysis.hold_reference_8k()
 
 
 @pytest.fixture

@@ -11,17 +11,10 @@ from pathlib import Path
 import pytest
 from livekit import api
 
-from tests.e2e.support.human_agent import HumanAgent
-from tests.e2e.support.scenario import (
-    agent_kinds_in_room,
-    await_monitoring,
-    find_call_room,
-    format_timeline,
-    held_call,
-    hold_span,
-    start_caller,
-)
-from tests.e2e.support.signals import read_wav
+from harness.agents import HumanAgent
+from harness.analysis import hold_span, read_wav
+from harness.rooms import agent_kinds_in_room, await_monitoring, find_call_room
+from harness.scenario import format_timeline, held_call, start_caller
 from worker.logmask import mask_text
 
 pytestmark = pytest.mark.e2e

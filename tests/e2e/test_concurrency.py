@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests.e2e.support.scenario import WINDOW_S, analyse_call, held_call
-from tests.e2e.support.signals import tone_presence
+from harness.analysis import WINDOW_S, tone_presence
+from harness.scenario import analyse_call, held_call
 
 pytestmark = pytest.mark.e2e
 

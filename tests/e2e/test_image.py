@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from harness.scenario import format_timeline, held_call
+from harness.stack import WorkerProcess, start_worker, stop_worker
 from tests.e2e.support.ci import unavailable
-from tests.e2e.support.scenario import format_timeline, held_call
-from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support.scenario import agent_kinds_in_room, find_call_room, start_caller
+from harness.rooms import agent_kinds_in_room, find_call_room
+from harness.scenario import start_caller
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from tests.e2e.support.scenario import find_call_room, start_caller
-from tests.e2e.support.workerproc import start_worker, stop_worker
+from harness.rooms import find_call_room
+from harness.scenario import start_caller
+from harness.stack import start_worker, stop_worker
 from worker.logmask import mask_text
 
 pytestmark = pytest.mark.e2e

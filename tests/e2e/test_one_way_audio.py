@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 from livekit import api, rtc
 
+from harness.agents import HumanAgent, room_token
+from harness.analysis import hold_span, read_wav, write_line_noise_wav, write_silence_wav
+from harness.rooms import find_call_room
+from harness.scenario import start_caller
+from harness.stack import start_worker, stop_worker
 from tests.e2e.support.faults import RtpBlock, free_rtp_port
-from tests.e2e.support.human_agent import HumanAgent, agent_token
-from tests.e2e.support.scenario import find_call_room, hold_span, start_caller
-from tests.e2e.support.signals import read_wav, write_line_noise_wav, write_silence_wav
-from tests.e2e.support.workerproc import start_worker, stop_worker
 from worker.logmask import mask_text
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +100,7 @@ class DataListener:
                 self.messages.append((time.time(), json.loads(pkt.data)))
 
         self.room.on("data_received", on_data)
-        token = agent_token(
+        token = room_token(
             self.env["LIVEKIT_API_KEY"],
             self.env["LIVEKIT_API_SECRET"],
             self.room_name,

@@ -16,11 +16,10 @@ import time
 
 import pytest
 
-from tests.e2e.support.faultkit import CallerAudio
+from harness.analysis import CallerAudio, write_tone_wav
+from harness.scenario import start_caller
+from harness.stack import start_worker, stop_worker
 from tests.e2e.support.outcome import answered_span, refusal
-from tests.e2e.support.scenario import start_caller
-from tests.e2e.support.signals import write_tone_wav
-from tests.e2e.support.workerproc import start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 

@@ -25,15 +25,12 @@ from pathlib import Path
 import pytest
 from livekit import api, rtc
 
-from tests.e2e.support import stack as stackmod
-from tests.e2e.support.faultkit import TONE_HOLD_HZ, CallerAudio
-from tests.e2e.support.human_agent import HumanAgent
-from tests.e2e.support.scenario import (
-    await_monitoring,
-    held_by_worker,
-    start_caller,
-    worker_info,
-)
+from harness import stack as stackmod
+from harness.agents import HumanAgent
+from harness.analysis import CallerAudio
+from harness.rooms import await_monitoring, held_by_worker, worker_info
+from harness.scenario import start_caller
+from tests.e2e.support.tones import TONE_HOLD_HZ
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,11 @@ import time
 
 import pytest
 
-from tests.e2e.support.faultkit import TONE_HOLD_HZ, CallerAudio, restart_service
-from tests.e2e.support.scenario import held_by_worker, start_caller
+from harness.analysis import CallerAudio
+from harness.rooms import held_by_worker
+from harness.scenario import start_caller
+from harness.stack import restart_service
+from tests.e2e.support.tones import TONE_HOLD_HZ
 
 pytestmark = pytest.mark.e2e
 

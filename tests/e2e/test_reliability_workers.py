@@ -20,11 +20,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.support.faultkit import CallerAudio
-from tests.e2e.support.human_agent import HumanAgent
-from tests.e2e.support.scenario import held_by_worker, start_caller
-from tests.e2e.support.signals import write_tone_wav
-from tests.e2e.support.workerproc import start_worker, stop_worker
+from harness.agents import HumanAgent
+from harness.analysis import CallerAudio, write_tone_wav
+from harness.rooms import held_by_worker
+from harness.scenario import start_caller
+from harness.stack import start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 

@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 from livekit import api
 
-from tests.e2e.support import stack as stackmod
-from tests.e2e.support.scenario import find_call_room, start_caller
-from tests.e2e.support.signals import read_wav, tone_presence, write_tone_wav
-from tests.e2e.support.workerproc import WorkerProcess, start_worker, stop_worker
+from harness import stack as stackmod
+from harness.analysis import read_wav, tone_presence, write_tone_wav
+from harness.rooms import find_call_room
+from harness.scenario import start_caller
+from harness.stack import WorkerProcess, start_worker, stop_worker
 from worker.settings import DEFAULT_ANNOUNCEMENT
 
 pytestmark = pytest.mark.e2e

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import dialled
-from tests.e2e.support.workerproc import ARCHIVE, STARTED, archive
+from harness.sip import dialled
+from harness.stack import ARCHIVE, STARTED, archive
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def test_guardian_redispatched_only_the_killed_worker(lk_env):
     whose worker test_reliability_workers.py kills (if it ran)."""
     from datetime import datetime
 
-    from tests.e2e.support import stack as stackmod
+    from harness import stack as stackmod
 
     log = REPO_RUN / "guardian.log"
     assert log.exists(), "devstack/up.sh starts the guardian"

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.e2e.support import faults, signals  # noqa: E402
+from harness import analysis  # noqa: E402
+from tests.e2e.support import faults  # noqa: E402
 from tests.integration.test_sip_caller_loopback import (  # noqa: E402
     Answerer,
     _pjsua2_required,  # noqa: F401 - the module's autouse fixture
@@ -50,7 +51,7 @@ def _tx_at(res: dict, mono: float) -> int:
 def test_rtp_port_and_no_vad_on_all_zero_audio(tmp_path: Path) -> None:
     """A fixed RTP port is used and reported; an all-zero WAV still goes out as
     one RTP packet every 20 ms (no VAD / silence suppression)."""
-    zeros = signals.write_silence_wav(str(tmp_path / "zeros.wav"), 1.0)
+    zeros = analysis.write_silence_wav(str(tmp_path / "zeros.wav"), 1.0)
     port = faults.free_rtp_port()
     ans = Answerer(tmp_path, "--record", str(tmp_path / "answerer_heard.wav"))
     proc, res, _ = run_caller(tmp_path, ans.port, zeros, "--duration", "3", "--rtp-port", str(port))
@@ -61,12 +62,12 @@ def test_rtp_port_and_no_vad_on_all_zero_audio(tmp_path: Path) -> None:
     assert res["rtp"]["requested_port"] == port and res["rtp"]["vad"] is False
     span = res["events"]["hangup"]["mono"] - res["events"]["media_active"]["mono"]
     assert res["rtp"]["tx_packets"] >= 0.9 * PKTS_PER_S * span, (res["rtp"], span)
-    heard, _ = signals.read_wav(a["calls"][0]["recording"]["path"])
+    heard, _ = analysis.read_wav(a["calls"][0]["recording"]["path"])
     assert heard.size and not heard.any(), "all-zero WAV must arrive as exact zeros"
 
 
 def test_default_rtp_port_is_random_and_reported(tmp_path: Path) -> None:
-    tone = signals.write_tone_wav(str(tmp_path / "t.wav"), 440.0, 1.0)
+    tone = analysis.write_tone_wav(str(tmp_path / "t.wav"), 440.0, 1.0)
     ans = Answerer(tmp_path)
     proc, res, _ = run_caller(tmp_path, ans.port, tone, "--duration", "1")
     ans.finish()
@@ -76,7 +77,7 @@ def test_default_rtp_port_is_random_and_reported(tmp_path: Path) -> None:
 
 
 def test_rtp_stop_after_stops_sending(tmp_path: Path) -> None:
-    tone = signals.write_tone_wav(str(tmp_path / "t.wav"), 440.0, 1.0)
+    tone = analysis.write_tone_wav(str(tmp_path / "t.wav"), 440.0, 1.0)
     ans = Answerer(tmp_path)
     proc, res, _ = run_caller(tmp_path, ans.port, tone, "--duration", "3", "--rtp-stop-after", "1")
     ans.finish()
@@ -90,14 +91,14 @@ def test_rtp_stop_after_stops_sending(tmp_path: Path) -> None:
 
 
 def test_mute_after_sends_exact_zeros(tmp_path: Path) -> None:
-    tone = signals.write_tone_wav(str(tmp_path / "t.wav"), 440.0, 1.0)
+    tone = analysis.write_tone_wav(str(tmp_path / "t.wav"), 440.0, 1.0)
     ans = Answerer(tmp_path, "--record", str(tmp_path / "answerer_heard.wav"))
     proc, res, _ = run_caller(tmp_path, ans.port, tone, "--duration", "3", "--mute-after", "1")
     a = ans.finish()
     assert proc.returncode == 0, proc.stderr
     ev = res["events"]
     call = a["calls"][0]
-    heard, rate = signals.read_wav(call["recording"]["path"])
+    heard, rate = analysis.read_wav(call["recording"]["path"])
     rec_t0 = call["recording"]["started"]["mono"]
     muted_at = ev["muted"]["mono"] - rec_t0
     before = heard[int((muted_at - 0.6) * rate) : int((muted_at - 0.1) * rate)]
@@ -150,7 +151,7 @@ def test_rtp_block_on_a_call(tmp_path: Path) -> None:
     """Blocking the caller's RTP port before the INVITE: the caller sends as
     usual, nothing arrives at the far end, every packet is counted as dropped."""
     _nft_or_skip()
-    tone = signals.write_tone_wav(str(tmp_path / "t.wav"), 440.0, 1.0)
+    tone = analysis.write_tone_wav(str(tmp_path / "t.wav"), 440.0, 1.0)
     port = faults.free_rtp_port()
     ans = Answerer(tmp_path, "--record", str(tmp_path / "answerer_heard.wav"))
     with faults.RtpBlock(src_port=port) as blk:
@@ -161,5 +162,5 @@ def test_rtp_block_on_a_call(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert res["rtp_port"] == port and res["rtp"]["tx_packets"] >= 80
     assert blk.dropped() >= res["rtp"]["tx_packets"]
-    heard, _ = signals.read_wav(a["calls"][0]["recording"]["path"])
+    heard, _ = analysis.read_wav(a["calls"][0]["recording"]["path"])
     assert np.max(np.abs(heard), initial=0.0) < 1e-3, "nothing of the tone may arrive"

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.e2e.support import signals  # noqa: E402
+from harness import analysis  # noqa: E402
 
 CALLER_TONE = (697.0, 1209.0)  # the caller's signal (DTMF "1" pair)
 ANSWERER_TONE = (852.0, 1477.0)  # the far end's signal (DTMF "9" pair)
@@ -49,10 +49,10 @@ def _pjsua2_required() -> None:
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("wavs")
-    caller = signals.write_tone_wav(str(d / "caller.wav"), CALLER_TONE, 3.0)
-    answerer = signals.write_tone_wav(str(d / "answerer.wav"), ANSWERER_TONE, 3.0)
+    caller = analysis.write_tone_wav(str(d / "caller.wav"), CALLER_TONE, 3.0)
+    answerer = analysis.write_tone_wav(str(d / "answerer.wav"), ANSWERER_TONE, 3.0)
     # 1.0 s of silence, then the far-end tone: a known, exact "dead air"
-    x, rate = signals.read_wav(answerer)
+    x, rate = analysis.read_wav(answerer)
     gap = str(d / "gap_then_tone.wav")
     import soundfile as sf
 
@@ -67,7 +67,7 @@ class Answerer:
             [
                 sys.executable,
                 "-m",
-                "tests.e2e.support.sip_answerer",
+                "harness.sip.answerer",
                 "--port",
                 "0",
                 "--result",
@@ -120,7 +120,7 @@ def run_caller(
     cmd = [
         sys.executable,
         "-m",
-        "tests.e2e.support.sip_caller",
+        "harness.sip.caller",
         "--target",
         f"sip:+15550100@127.0.0.1:{port}",
         "--from",
@@ -143,8 +143,8 @@ def run_caller(
 
 
 def tone_mask(path: str, freqs: Sequence[float]) -> tuple[np.ndarray, int]:
-    x, rate = signals.read_wav(path)
-    masks = [signals.tone_presence(x, rate, f, WIN) > PRESENT for f in freqs]
+    x, rate = analysis.read_wav(path)
+    masks = [analysis.tone_presence(x, rate, f, WIN) > PRESENT for f in freqs]
     return np.logical_and.reduce(masks), rate
 
 
@@ -152,7 +152,7 @@ def assert_contains(path: str, freqs: Sequence[float], absent: Sequence[float]) 
     """Tone ``freqs`` is present (continuously after its onset) and the
     ``absent`` tone is not; returns the onset time within the recording."""
     mask, _ = tone_mask(path, freqs)
-    onset = signals.first_window_where(mask, WIN)
+    onset = analysis.first_window_where(mask, WIN)
     assert onset is not None, f"tone {freqs} not found in {path}"
     after = mask[round(onset / WIN) :]
     assert after.mean() > 0.9, (
@@ -285,7 +285,7 @@ def test_usage_error_exits_2(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tests.e2e.support.sip_caller",
+            "harness.sip.caller",
             "--target",
             "sip:x@127.0.0.1",
             "--from",

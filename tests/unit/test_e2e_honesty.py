@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.support import dialled
+from harness.sip import dialled
 from tests.e2e.support.ci import in_ci, unavailable, when_unavailable
 from tests.e2e.support.outcome import answered_span, refusal
 

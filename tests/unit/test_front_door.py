@@ -5,14 +5,12 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from tests.e2e.support.human_agent import agent_token
-from tests.e2e.support.observe import observer_token
+from harness.agents import room_token
 from worker.settings import SettingsError, load_settings
 
 
-@pytest.mark.parametrize("mint", [agent_token, observer_token])
-def test_tokens_minted_by_the_project_are_room_scoped_and_short(mint) -> None:
-    tok = mint("devkey", "s" * 32, "call-_x_abc", "agent-1")
+def test_tokens_minted_by_the_project_are_room_scoped_and_short() -> None:
+    tok = room_token("devkey", "s" * 32, "call-_x_abc", "agent-1")
     claims = jwt.decode(tok, "s" * 32, algorithms=["HS256"])
     video = claims["video"]
     assert video["room"] == "call-_x_abc" and video["roomJoin"] is True
