@@ -511,7 +511,7 @@ class CallModel(RuleBasedStateMachine):
                 w.room.leave(self.caller_p.identity)
                 w.run_for(6.0)  # a publication being retried finishes first
                 self.caller_state = "gone"
-                if self.session._caller is None:
+                if self.session.people.caller is None:
                     # left before the worker saw them: the server closes the
                     # empty room, as LiveKit does
                     w.room.close()

@@ -16,10 +16,10 @@ import pytest
 from livekit import rtc
 
 from tests.unit.fakeroom import FakeParticipant, World, caller
-from worker.call import kind_name
 from worker.hold.audio import SAMPLE_RATE
 from worker.lifecycle import CallPolicy, State
 from worker.roles import AgentRule, Role, classify
+from worker.room_events import kind_name
 from worker.settings import Settings
 
 FADE_S = 0.4
@@ -210,7 +210,7 @@ def test_structured_log_fields_reach_the_record(
     published = [r for r in caplog.records if r.getMessage() == "hold audio published"]
     joined = [r for r in caplog.records if r.getMessage() == "caller joined"]
     assert published and isinstance(published[0].__dict__.get("publish_ms"), int)
-    assert joined and joined[0].__dict__.get("caller") == sess._caller_masked  # type: ignore[attr-defined]
+    assert joined and joined[0].__dict__.get("caller") == sess.people.caller_masked  # type: ignore[attr-defined]
     assert joined[0].__dict__.get("room") == world.room.name
 
 

@@ -1,0 +1,228 @@
+"""The parts of a call on their own, on the fake room (tests/unit/fakeroom.py):
+RoomEvents (room events -> lifecycle events), HoldTrack (publication and
+player), CallPublisher with its RoomSink (what the web app sees)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.unit.fakeroom import FakeParticipant, World, caller, constant_audio
+from worker.hold.track import HoldTrack
+from worker.lifecycle import (
+    AgentAudio,
+    AgentPresence,
+    CallerJoined,
+    CallerLeft,
+    Event,
+    RoomClosed,
+    State,
+)
+from worker.media.detector import Inbound, Outbound, Verdict
+from worker.protocol import MEDIA_MESSAGE_TYPE
+from worker.publisher import CallPublisher, CallView, RoomSink
+from worker.roles import AgentRule
+from worker.room_events import RoomEvents
+
+log = logging.getLogger("test-call-parts")
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World()
+    w.room.connected = True
+    yield w
+    w.close()
+
+
+# ---- RoomEvents ------------------------------------------------------------
+
+
+def events(w: World) -> tuple[RoomEvents, list[Event], list[str]]:
+    got: list[Event] = []
+    callers: list[str] = []
+    r = RoomEvents(
+        w.room,
+        AgentRule(),
+        logging.LoggerAdapter(log, {}),
+        emit=got.append,
+        on_caller=lambda p: callers.append(p.identity),
+    )
+    r.bind()
+    return r, got, callers
+
+
+def test_room_events_tell_who_is_who(world: World) -> None:
+    r, got, callers = events(world)
+    c = caller()
+    world.room.join(c)
+    a = FakeParticipant("agent-1")
+    world.room.join(a)
+    pub = world.room.publish(a, muted=True)
+    world.room.set_muted(a, pub, False)
+    world.room.join(FakeParticipant("web-observer"))
+    world.room.leave("agent-1")
+    world.room.leave(c.identity)
+    world.room.close()
+    assert callers == [c.identity]
+    assert r.caller == c.identity and r.caller_masked != "" and "0100123" not in r.caller_masked
+    assert got == [
+        CallerJoined(c.identity),
+        AgentPresence("agent-1", present=True),
+        AgentAudio("agent-1", live=True),
+        AgentPresence("agent-1", present=False),
+        CallerLeft("caller hung up"),
+        RoomClosed("room disconnected (room closed)"),
+    ]
+
+
+def test_room_events_catch_up_once_and_stop_when_unbound(world: World) -> None:
+    c = caller()
+    world.room.remote_participants[c.identity] = c  # there before we connected
+    r, got, _ = events(world)
+    r.catch_up()
+    world.room.emit("participant_connected", c)  # the same one, replayed
+    assert got == [CallerJoined(c.identity)]
+    r.unbind()
+    world.room.leave(c.identity)
+    assert got == [CallerJoined(c.identity)]
+
+
+def test_room_events_late_agent_role_and_sip_hangup(world: World) -> None:
+    _r, got, _ = events(world)
+    c = caller()
+    world.room.join(c)
+    x = FakeParticipant("desk-7")
+    world.room.join(x)
+    assert got == [CallerJoined(c.identity)]  # not an agent yet
+    world.room.set_attributes(x, {"role": "agent"})
+    world.room.set_attributes(c, {"sip.callStatus": "hangup"})
+    assert got[1:] == [
+        AgentPresence("desk-7", present=True),
+        CallerLeft("caller hung up (sip.callStatus=hangup)"),
+    ]
+
+
+def test_room_events_while_quiet_new_audio_is_not_subscribed(world: World) -> None:
+    r, _got, _ = events(world)
+    a = FakeParticipant("agent-1")
+    world.room.join(a)
+    before = world.room.publish(a, muted=False)
+    r.quiet = True
+    after = world.room.publish(a, muted=False)
+    assert before.subscribed and not after.subscribed
+    assert {p.sid for p in r.audio_publications("agent-1")} == {before.sid, after.sid}
+    assert r.audio_publications("nobody") == []
+
+
+# ---- HoldTrack ---------------------------------------------------------------
+
+
+def track(w: World, delays: tuple[float, ...] = (0.5, 1.0)) -> HoldTrack:
+    return HoldTrack(
+        w.room,
+        w.make_player,
+        chunk_ms=100,
+        on_failure=lambda _e: None,
+        retry_delays=delays,
+        log=log,
+    )
+
+
+def test_hold_track_publishes_retries_and_releases(world: World) -> None:
+    t = track(world)
+    world.publish_failures = 2
+    world.loop.run_until_complete(t.publish(constant_audio()))
+    assert world.publish_calls == 3 and t.published and t.playing
+    world.run_for(1.0)
+    assert world.gains(world.loop.time() - 0.5, world.loop.time()).min() > 0.99
+    player = t.player
+    world.loop.run_until_complete(t.unpublish())
+    assert not t.published and t.player is None and player is not None and not player.running
+    assert world.room.local_participant.published == {}
+
+
+def test_hold_track_gives_up_after_the_last_retry(world: World) -> None:
+    t = track(world, delays=(0.1,))
+    world.publish_failures = 5
+    with pytest.raises(RuntimeError, match="timed out"):
+        world.loop.run_until_complete(t.publish(constant_audio()))
+    assert world.publish_calls == 2 and not t.published
+
+
+# ---- CallPublisher and RoomSink -------------------------------------------------
+
+
+def view(state: State = State.HOLDING, media: Verdict | None = None) -> CallView:
+    return CallView(state, 1_700_000_000_000, "+1555•••0123", media, None)
+
+
+def test_publisher_collapses_changes_and_always_sends_the_final_state(world: World) -> None:
+    ctx = world.ctx
+    current = {"v": view()}
+    pub = CallPublisher(
+        [RoomSink(world.room, lambda: ctx.api, "hold.media", log)], lambda: current["v"], log
+    )
+
+    async def go() -> None:
+        pub.start()
+        for _ in range(5):  # a burst of changes
+            pub.changed()
+        await asyncio.sleep(0.1)
+        pub.media({"media.verdict": "inbound_stopped"})
+        await asyncio.sleep(0.1)
+        current["v"] = view(State.DONE)
+        await pub.aclose()
+
+    world.loop.run_until_complete(go())
+    history = world.room.local_participant.attributes_history
+    assert 2 <= len(history) <= 3  # the burst: one update (+ the one after media)
+    assert history[0]["hold.state"] == "holding" and history[0]["hold.since"] == "1700000000000"
+    assert history[-1]["hold.state"] == "done"
+    [msg] = [json.loads(d) for d in world.room.local_participant.data]
+    assert msg["type"] == MEDIA_MESSAGE_TYPE and msg["media.verdict"] == "inbound_stopped"
+
+
+def test_a_failing_sink_never_stops_the_others(world: World) -> None:
+    class Broken:
+        async def state(self, _v: CallView) -> None:
+            raise RuntimeError("boom")
+
+        async def store(self, _v: CallView) -> None:
+            raise RuntimeError("boom")
+
+        async def media(self, _v: CallView, _f: Any) -> None:
+            raise RuntimeError("boom")
+
+    ctx = world.ctx
+    v = view(media=Verdict(Inbound.OK, Outbound.OK, "inbound audio flowing"))
+    pub = CallPublisher(
+        [Broken(), RoomSink(world.room, lambda: ctx.api, "hold.media", log)], lambda: v, log
+    )
+    world.loop.run_until_complete(pub.aclose())
+    assert world.room.local_participant.attributes_history[-1]["media.inbound"] == "ok"
+
+
+def test_room_sink_keeps_other_metadata_and_refuses_non_objects(world: World) -> None:
+    ctx = world.ctx
+    sink = RoomSink(world.room, lambda: ctx.api, "hold.media", log)
+    plan = dataclasses.replace(world.plan, store_id="s1", store_name="Shop", matched_by="number")
+    v = CallView(State.HOLDING, 0, "", None, plan)
+    world.room.metadata = json.dumps({"crm": 7})
+    world.loop.run_until_complete(sink.store(v))
+    world.room.metadata = "[1]"
+    world.loop.run_until_complete(sink.store(v))
+    [only] = ctx.api.room.metadata
+    assert json.loads(only) == {
+        "crm": 7,
+        "store": {"id": "s1", "name": "Shop", "matched_by": "number"},
+    }
+    world.loop.run_until_complete(sink.state(v))
+    attrs = world.room.local_participant.attributes_history[-1]
+    assert attrs["store.id"] == "s1" and attrs["hold.since"] == ""

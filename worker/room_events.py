@@ -1,0 +1,191 @@
+"""RoomEvents: the room's events, translated into the lifecycle's events.
+
+Who is who (the caller, the human agents, whose audio is live) is decided when
+the room event arrives, not when the lifecycle gets to it, so no event is
+judged against stale state. Every lifecycle event goes to `emit`; the caller's
+arrival is also told to `on_caller`, which starts what depends on the caller
+(the store lookup, the media monitor).
+
+While `quiet` (handed over), a newly published audio track is not subscribed:
+the worker decodes nothing it does not need to notice an agent leaving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from livekit import rtc
+from livekit.rtc.room import EventTypes
+
+from .aio import Log
+from .lifecycle import AgentAudio, AgentPresence, CallerJoined, CallerLeft, Event, RoomClosed
+from .masking import mask_number
+from .protocol import SIP_CALL_ID, SIP_PHONE_NUMBER
+from .roles import AgentRule, Role, classify, is_sip_hangup
+
+
+def kind_name(p: rtc.Participant) -> str:
+    """The participant kind as roles.classify expects it: "sip", "connector", ..."""
+    try:
+        return str(rtc.ParticipantKind.Name(p.kind)).removeprefix("PARTICIPANT_KIND_").lower()
+    except ValueError:  # a kind newer than this SDK
+        return f"kind{int(p.kind)}"
+
+
+def audio_live(p: rtc.RemoteParticipant) -> bool:
+    """An unmuted audio track published to the room (its media is flowing to
+    the server; our subscription, if any, follows inside the fade)."""
+    return any(
+        pub.kind == rtc.TrackKind.KIND_AUDIO and not pub.muted
+        for pub in p.track_publications.values()
+    )
+
+
+def set_subscribed(pub: rtc.RemoteTrackPublication, on: bool, log: Log) -> None:
+    try:
+        pub.set_subscribed(on)
+    except Exception as e:  # best effort: costs CPU, never the call
+        log.warning(f"could not change a subscription: {e}")
+
+
+class RoomEvents:
+    def __init__(
+        self,
+        room: Any,  # rtc.Room, or the unit tests' fake
+        agent_rule: AgentRule,
+        log: Any,  # the call's CallLog: its `extra` gains the SIP call id
+        *,
+        emit: Callable[[Event], None],
+        on_caller: Callable[[rtc.RemoteParticipant], None],
+    ) -> None:
+        self.room = room
+        self._agent_rule = agent_rule
+        self.log = log
+        self._emit = emit
+        self._on_caller = on_caller
+        self.caller: str | None = None  # the caller's identity, once joined
+        self.caller_masked = ""
+        self.quiet = False  # handed over: new audio tracks are not subscribed
+        self._seen: set[str] = set()  # participants already classified as joined
+        self._agents: set[str] = set()  # human agents present
+        self._live: dict[str, bool] = {}  # human agent identity -> audio live
+        self._bound: list[tuple[EventTypes, Callable[..., Any]]] = []
+
+    def bind(self) -> None:
+        handlers: list[tuple[EventTypes, Callable[..., Any]]] = [
+            ("participant_connected", self.participant_connected),
+            ("participant_disconnected", self._on_participant_disconnected),
+            ("participant_attributes_changed", self._on_attributes_changed),
+            ("track_published", self._on_track_published),
+            ("track_subscribed", lambda _t, _pub, p: self._check_agent(p)),
+            ("track_unsubscribed", lambda _t, _pub, p: self._check_agent(p)),
+            ("track_muted", lambda p, _pub: self._check_agent(p)),
+            ("track_unmuted", lambda p, _pub: self._check_agent(p)),
+            ("track_unpublished", lambda _pub, p: self._check_agent(p)),
+            ("disconnected", self._on_disconnected),
+        ]
+        for name, handler in handlers:
+            self.room.on(name, handler)
+        self._bound = handlers
+
+    def unbind(self) -> None:
+        for name, handler in self._bound:
+            with contextlib.suppress(Exception):
+                self.room.off(name, handler)
+        self._bound = []
+
+    def catch_up(self) -> None:
+        """Participants already in the room when we connected (those who joined
+        since came through participant_connected: _seen skips them)."""
+        for p in list(self.room.remote_participants.values()):
+            self.participant_connected(p)
+
+    def audio_publications(self, identity: str | None = None) -> list[rtc.RemoteTrackPublication]:
+        """Remote audio publications: everyone's, or one participant's."""
+        people = self.room.remote_participants
+        who = (
+            people.values()
+            if identity is None
+            else [people[identity]]
+            if identity in people
+            else []
+        )
+        return [
+            pub
+            for p in who
+            for pub in p.track_publications.values()
+            if pub.kind == rtc.TrackKind.KIND_AUDIO
+        ]
+
+    def _role(self, p: rtc.Participant) -> Role:
+        if p is self.room.local_participant:
+            return Role.UNKNOWN
+        return classify(kind_name(p), p.identity, p.attributes, self._agent_rule)
+
+    def participant_connected(self, p: rtc.RemoteParticipant) -> None:
+        if p.identity in self._seen:
+            return  # replayed after the publish, or a duplicate event
+        self._seen.add(p.identity)
+        role = self._role(p)
+        if role is Role.CALLER and self.caller is None:
+            self.caller = p.identity
+            self.caller_masked = mask_number(p.attributes.get(SIP_PHONE_NUMBER))
+            call_id = p.attributes.get(SIP_CALL_ID, "")
+            self.log.extra = {"room": self.room.name, SIP_CALL_ID: call_id}
+            self.log.info("caller joined", extra={"caller": self.caller_masked})
+            self._emit(CallerJoined(p.identity))
+            self._on_caller(p)
+            if is_sip_hangup(p.attributes):
+                self._emit(CallerLeft("caller hung up before we saw them"))
+        elif role is Role.HUMAN_AGENT:
+            self._check_agent(p)
+        elif role is not Role.CALLER:
+            self.log.info(
+                "participant joined, not a caller or agent: ignored",
+                extra={"participant_kind": kind_name(p), "role": str(role)},
+            )
+
+    def _on_participant_disconnected(self, p: rtc.RemoteParticipant) -> None:
+        self._seen.discard(p.identity)
+        if p.identity == self.caller:
+            self._emit(CallerLeft("caller hung up"))
+        elif p.identity in self._agents:
+            self._agents.discard(p.identity)
+            self._live.pop(p.identity, None)
+            self.log.info("human agent left", extra={"agent": p.identity})
+            self._emit(AgentPresence(p.identity, present=False))
+
+    def _on_attributes_changed(self, _changed: dict[str, str], p: rtc.Participant) -> None:
+        if p.identity == self.caller and is_sip_hangup(p.attributes):
+            self._emit(CallerLeft("caller hung up (sip.callStatus=hangup)"))
+        elif p is not self.room.local_participant:
+            self._check_agent(p)  # type: ignore[arg-type]  # a role=agent attribute may just have arrived
+
+    def _on_track_published(
+        self, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+    ) -> None:
+        if self.quiet and pub.kind == rtc.TrackKind.KIND_AUDIO:
+            set_subscribed(pub, False, self.log)  # handed over: decode nothing
+        self._check_agent(p)
+
+    def _check_agent(self, p: rtc.RemoteParticipant) -> None:
+        """A human agent: present (however recognised, whenever) and whether
+        their audio is live. Both are events for the lifecycle."""
+        if p.identity not in self._agents:
+            if p.identity == self.caller or self._role(p) is not Role.HUMAN_AGENT:
+                return
+            if p.identity not in self.room.remote_participants:
+                return  # an event for someone who has left already
+            self._agents.add(p.identity)
+            self._seen.add(p.identity)
+            self.log.info("human agent joined", extra={"agent": p.identity})
+            self._emit(AgentPresence(p.identity, present=True))
+        live = audio_live(p)
+        if self._live.get(p.identity, False) != live:
+            self._live[p.identity] = live
+            self._emit(AgentAudio(p.identity, live=live))
+
+    def _on_disconnected(self, reason: Any) -> None:
+        self._emit(RoomClosed(f"room disconnected ({reason})"))
