@@ -51,6 +51,7 @@ from .lifecycle import (
     MediaHealth,
     RepublishHold,
     ResumeHold,
+    RoomClosed,
     Settle,
     StartFade,
     State,
@@ -71,6 +72,7 @@ from .protocol import (
     SIP_TRUNK_PHONE_NUMBER,
 )
 from .publisher import CallPublisher, CallView, RoomSink, Sink
+from .registry import Registry, RegistrySink
 from .room_events import RoomEvents, set_subscribed
 from .settings import Settings
 
@@ -115,6 +117,7 @@ class CallSession:
         publish_retry_delays: tuple[float, ...] = PUBLISH_RETRY_DELAYS_S,
         is_draining: Callable[[], bool] | None = None,
         sinks: list[Sink] | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.ctx = ctx
         self.room = ctx.room
@@ -144,14 +147,25 @@ class CallSession:
             self.room,
             settings.agent_rule,
             self.log,
-            emit=self._events.put_nowait,
+            emit=self._emit,
             on_caller=self._on_caller,
         )
+        self.record: RegistrySink | None = None  # the call in the registry (HOLD_REDIS_URL)
+        if registry is not None:
+            self.record = RegistrySink(
+                registry, self.room, on_taken_over=self._on_taken_over, log=self.log
+            )
         self.publisher = CallPublisher(
-            [RoomSink(self.room, lambda: ctx.api, settings.media_topic, self.log), *(sinks or [])],
+            [
+                RoomSink(self.room, lambda: ctx.api, settings.media_topic, self.log),
+                *([self.record] if self.record else []),
+                *(sinks or []),
+            ],
             self.view,
             self.log,
         )
+        self._orphaned = False  # given up with the caller still there (see _close)
+        self._room_lost = False
         self.monitor: Any = None  # MediaMonitor while watching the caller's media
         self._media: Verdict | None = None
         self._store_task: asyncio.Task[None] | None = None
@@ -199,6 +213,11 @@ class CallSession:
             for action in self.lifecycle.handle(item, self.clock()):
                 await self._do(action)
 
+    def _emit(self, event: Event) -> None:
+        if isinstance(event, RoomClosed):
+            self._room_lost = True
+        self._events.put_nowait(event)
+
     def view(self) -> CallView:
         """The call as others see it (publisher.py)."""
         return CallView(
@@ -207,7 +226,15 @@ class CallSession:
             caller_masked=self.people.caller_masked,
             media=self._media,
             store=self.plan if self._store_known else None,
+            caller_number=self.people.caller_number,
+            orphaned=self._orphaned,
         )
+
+    def _on_taken_over(self) -> None:
+        """The registry says another worker holds this call now (we were
+        paused or cut off long enough for a guardian to move it): leave at once,
+        hang up nobody."""
+        self._events.put_nowait(RoomClosed("taken over by another worker"))
 
     # ---- carrying out the lifecycle's decisions ------------------------------
 
@@ -453,8 +480,18 @@ class CallSession:
         """Release everything; a failure of one part never stops the rest, and
         the final state is always published (`done`, or the unfinished state
         the guardian acts on if the call ended by an error)."""
-        if self.lifecycle.state is not State.DONE:  # ended by an error, not by the lifecycle
+        unfinished = self.lifecycle.state is not State.DONE  # an error, a cancellation
+        if unfinished:
             metrics.CALLS.labels(state=str(self.lifecycle.state)).dec()
+        taken_over = self.record is not None and self.record.taken_over
+        # given up with the caller (as far as we know) still there: the
+        # registry makes the call stale at once for a guardian to move it
+        self._orphaned = (
+            (unfinished or self._room_lost)
+            and not taken_over
+            and self.people.caller is not None
+            and not self.people.caller_gone
+        )
         self.people.unbind()
         await self._cancel_fade()
         if self._store_task is not None:

@@ -454,6 +454,33 @@ def _left_member(event: api.WebhookEvent) -> Member:
     return Member(int(p.kind), dict(p.attributes), identity=p.identity)
 
 
+def _heartbeat_watch(
+    g: Guardian, redis_url: str, stale_after_s: float
+) -> Callable[[web.Application], Any]:
+    """The registry's heartbeat watch (heartbeats.py) beside the webhooks."""
+
+    async def ctx(_app: web.Application) -> Any:
+        from .heartbeats import HeartbeatWatch
+        from .registry import Registry, connect
+
+        registry = Registry(connect(redis_url))
+        watch = HeartbeatWatch(
+            registry,
+            g.api_factory,
+            g.agent_name,
+            rule=g.rule,
+            claims=g.claims,
+            stale_after_s=stale_after_s,
+        )
+        task = asyncio.create_task(watch.run(), name="heartbeat-watch")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await registry.aclose()
+
+    return ctx
+
+
 async def _health(_request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
@@ -486,10 +513,14 @@ def main(argv: list[str]) -> int:
     )
     app = web.Application()
     app.add_routes([web.post("/livekit/webhook", g.handle), web.get("/", _health)])
+    if s.redis_url:
+        app.cleanup_ctx.append(_heartbeat_watch(g, s.redis_url, s.stale_after_s))
+    watch = f"on (stale after {s.stale_after_s:g} s)" if s.redis_url else "off (no HOLD_REDIS_URL)"
     print(
         f"hold guardian: agent {s.agent_name!r}, webhooks on "
         f"http://{s.guardian_host}:{s.guardian_port}/livekit/webhook, claims in "
-        f"{'Redis' if s.redis_url else 'this process only'}",
+        f"{'Redis' if s.redis_url else 'this process only'}; heartbeat watch "
+        f"{watch}",
         flush=True,
     )
     web.run_app(app, host=s.guardian_host, port=s.guardian_port, print=None, access_log=None)

@@ -83,3 +83,45 @@ ROLE_ATTR = "role"
 
 GUARDIAN_DISPATCH_METADATA = "hold-guardian"
 """Metadata of a dispatch the guardian made (after a worker died)."""
+
+# ---- the call registry in Redis (HOLD_REDIS_URL; issue 14) -----------------
+# Keys carry a call id (a hash of the room name, so no caller number sits in a
+# key); the room name itself is a field of the record.
+
+REGISTRY_CALL_KEY = "hold:call:{id}"
+"""A hash per held call, written by its worker at least every 500 ms (at once
+on a change) and gone when the call ends; it expires by itself
+`REGISTRY_RECORD_TTL_MS` after its worker stops writing. Fields:
+`REGISTRY_FIELDS`."""
+REGISTRY_FIELDS: dict[str, str] = {
+    "id": "the call id (the hash in the key)",
+    "room": "the call's room name",
+    "state": "hold.state (STATES)",
+    "store": "the store id (`-` while unknown or without a store map)",
+    "caller": "the caller's number, masked",
+    "caller_number": (
+        "the caller's full number: for the desk and callback features only, never logged"
+    ),
+    "hold_since": "unix ms at which the caller's hold began (0 before)",
+    "media": "the latest media verdict (media.verdict)",
+    "owner": (
+        "the worker holding it (its participant identity), or `guardian:<old owner>` while "
+        "a guardian hands it to another replica"
+    ),
+    "participant_sid": "the owner's participant sid in the room",
+    "worker": "the worker process (host:pid)",
+    "heartbeat": "Redis server time (unix ms) of the owner's last write",
+}
+"""Fields of a `REGISTRY_CALL_KEY` record."""
+REGISTRY_HEARTBEATS = "hold:heartbeats"
+"""A sorted set: call id -> its last heartbeat (Redis server time, unix ms).
+The guardian finds stale calls with one range query."""
+REGISTRY_WAITING = "hold:waiting:{store}"
+"""A sorted set per store: call id -> hold start (unix ms), for the calls
+waiting for an agent (states waiting and holding). A caller's position in line
+is their rank in it (one ZRANK)."""
+REGISTRY_RECORD_TTL_MS = 10_000
+"""A record its worker stopped writing expires after this long."""
+GUARDIAN_OWNER_PREFIX = "guardian:"
+"""`owner` of a record a guardian took over from a dead worker, until the
+replica it dispatched writes its own."""

@@ -6,7 +6,7 @@ media verdict, store). `CallPublisher` hands it to every `Sink`:
 - `RoomSink`: the worker's participant attributes (`hold.*`, `media.*`,
   `store.*`), the room's metadata (`store`) and the `hold.media` data message:
   what the store's web app reads in the room (names in protocol.py);
-- later sinks (a call registry) plug in the same way.
+- `RegistrySink` (registry.py): the call's record in Redis, with heartbeats.
 
 Publishing never sits in the audio path: state changes only mark the view
 dirty, and one task per call publishes the latest view (a burst of changes
@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from livekit import api
@@ -54,6 +54,11 @@ class CallView:
     caller_masked: str
     media: Verdict | None  # the latest one-way audio verdict
     store: CallPlan | None  # the store, once resolved (None: not known yet)
+    # the full number: for the registry's desk and callback fields only (never logged)
+    caller_number: str = field(default="", repr=False)
+    # the worker gives the call up with the caller still there (a failed job,
+    # the drain timeout, the room connection lost): another worker must take it
+    orphaned: bool = False
 
 
 class Sink(Protocol):
@@ -65,6 +70,9 @@ class Sink(Protocol):
 
     async def media(self, view: CallView, fields: Mapping[str, Any]) -> None:
         """A new media verdict, with its details (`fields`)."""
+
+    async def ended(self, view: CallView) -> None:
+        """The call's end, with its final view (bounded in time by the publisher)."""
 
 
 class RoomSink:
@@ -96,6 +104,9 @@ class RoomSink:
             await self.room.local_participant.set_attributes(attrs)
         except Exception as e:  # attributes are for display; never end a call over them
             self.log.warning(f"could not publish state attributes: {e}")
+
+    async def ended(self, view: CallView) -> None:
+        await self.state(view)  # the final state: `done`, or the unfinished one
 
     async def store(self, view: CallView) -> None:
         """The store in the room's metadata (JSON) for the web app and webhooks;
@@ -193,6 +204,6 @@ class CallPublisher:
                 await stop_task(task, self.log)
         self._task = None
         try:
-            await asyncio.wait_for(self._each(lambda s, v: s.state(v)), FINAL_STATE_TIMEOUT_S)
+            await asyncio.wait_for(self._each(lambda s, v: s.ended(v)), FINAL_STATE_TIMEOUT_S)
         except Exception as e:  # TimeoutError included
             self.log.warning(f"could not publish the final state: {type(e).__name__}")

@@ -67,6 +67,8 @@ class RoomEvents:
         self._on_caller = on_caller
         self.caller: str | None = None  # the caller's identity, once joined
         self.caller_masked = ""
+        self.caller_number = ""  # the full number: for the registry only, never logged
+        self.caller_gone = False  # the caller hung up or left
         self.quiet = False  # handed over: new audio tracks are not subscribed
         self._seen: set[str] = set()  # participants already classified as joined
         self._agents: set[str] = set()  # human agents present
@@ -131,13 +133,15 @@ class RoomEvents:
         role = self._role(p)
         if role is Role.CALLER and self.caller is None:
             self.caller = p.identity
-            self.caller_masked = mask_number(p.attributes.get(SIP_PHONE_NUMBER))
+            self.caller_number = p.attributes.get(SIP_PHONE_NUMBER, "")
+            self.caller_masked = mask_number(self.caller_number)
             call_id = p.attributes.get(SIP_CALL_ID, "")
             self.log.extra = {"room": self.room.name, SIP_CALL_ID: call_id}
             self.log.info("caller joined", extra={"caller": self.caller_masked})
             self._emit(CallerJoined(p.identity))
             self._on_caller(p)
             if is_sip_hangup(p.attributes):
+                self.caller_gone = True
                 self._emit(CallerLeft("caller hung up before we saw them"))
         elif role is Role.HUMAN_AGENT:
             self._check_agent(p)
@@ -150,6 +154,7 @@ class RoomEvents:
     def _on_participant_disconnected(self, p: rtc.RemoteParticipant) -> None:
         self._seen.discard(p.identity)
         if p.identity == self.caller:
+            self.caller_gone = True
             self._emit(CallerLeft("caller hung up"))
         elif p.identity in self._agents:
             self._agents.discard(p.identity)
@@ -159,6 +164,7 @@ class RoomEvents:
 
     def _on_attributes_changed(self, _changed: dict[str, str], p: rtc.Participant) -> None:
         if p.identity == self.caller and is_sip_hangup(p.attributes):
+            self.caller_gone = True
             self._emit(CallerLeft("caller hung up (sip.callStatus=hangup)"))
         elif p is not self.room.local_participant:
             self._check_agent(p)  # type: ignore[arg-type]  # a role=agent attribute may just have arrived

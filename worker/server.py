@@ -10,6 +10,7 @@ from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 from . import logmask
 from .call import CallSession
 from .catalog import CatalogError, StoreCatalog
+from .registry import Registry, connect
 from .settings import Settings, load_settings
 
 logger = logging.getLogger("hold-worker")
@@ -47,12 +48,29 @@ def prewarm(proc: JobProcess) -> None:
 async def entrypoint(ctx: JobContext) -> None:
     s = settings()
     logmask.install()  # a job process sets up its own logging
-    session = CallSession(ctx, s, catalog(), is_draining=draining)
-    reason = await session.run()
+    # One Redis client per call: a job may run on an event loop of its own.
+    registry = Registry(connect(s.redis_url)) if s.redis_url else None
+    session = CallSession(ctx, s, catalog(), is_draining=draining, registry=registry)
+    try:
+        reason = await session.run()
+    finally:
+        if registry is not None:
+            await registry.aclose()
     # Leave the room now rather than when the job runner gets round to it:
     # the room (and the web app) sees the worker gone at once.
     await ctx.room.disconnect()
     ctx.shutdown(reason)
+
+
+def _say_registry(s: Settings) -> None:
+    """Once at start: whether calls are in the registry."""
+    if s.redis_url:
+        logger.info("call registry on (HOLD_REDIS_URL): a guardian moves a dead worker's calls")
+    else:
+        logger.warning(
+            "HOLD_REDIS_URL is not set: no call registry; a dead worker's calls come back "
+            "only through the guardian's webhooks (about 22 s of silence)"
+        )
 
 
 def build_server(s: Settings) -> AgentServer:
@@ -84,6 +102,7 @@ def build_server(s: Settings) -> AgentServer:
     # dispatch rule (room_config.agents) or the API names us for, never others.
     server.rtc_session(entrypoint, agent_name=s.agent_name)
     server.on("worker_started", logmask.install)  # after the CLI has set up logging
+    server.on("worker_started", lambda: _say_registry(s))
     global _server
     _server = server
     return server

@@ -89,8 +89,11 @@ class Settings(BaseSettings):
     # set in the environment wins over its file. Empty: environment only.
     secrets_dir: Path | None = None
     # The Redis the LiveKit stack already runs (redis://host:port/db). Optional:
-    # the guardian claims each re-dispatch there so that two replicas make one.
+    # the call registry (each held call's record and heartbeat), and the
+    # guardian's claims, so that two replicas make one re-dispatch.
     redis_url: str = ""
+    # The guardian moves a call whose worker's heartbeat is older than this.
+    stale_after_s: float = Field(1.5, ge=0.5, le=60.0)
 
     # One-way audio detection (worker/media/detector.py); seconds.
     media_settle_s: float = Field(2.0, ge=0.0, le=30.0)
