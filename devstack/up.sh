@@ -270,6 +270,7 @@ ensure livekit-sip check_livekit_sip udp "$SIP_PORT" \
 # The guardian (`python -m worker guardian`, from the project's venv): livekit.yaml
 # sends the server's webhooks to it, and it re-dispatches the hold agent to a
 # call whose worker died. It dispatches the agent name the dead worker had.
+# With the stack's Redis it also watches the call registry's heartbeats.
 check_guardian() {
     local r
     r="$("${NSEXEC[@]}" curl -sS --max-time 2 "http://127.0.0.1:$GUARDIAN_PORT/" 2>&1)" || { echo "$r"; return 1; }
@@ -280,6 +281,7 @@ if [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then
     ensure guardian check_guardian tcp "$GUARDIAN_PORT" \
         "${CLEAN_ENV[@]}" -u HOLD_AGENT_NAME LIVEKIT_URL="ws://127.0.0.1:$LIVEKIT_PORT" \
         LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET="$dev_secret" HOLD_GUARDIAN_PORT="$GUARDIAN_PORT" \
+        HOLD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
         PYTHONUNBUFFERED=1 "$REPO_ROOT/.venv/bin/python" -m worker guardian
 else
     echo "devstack: guardian not started: no .venv yet (make venv); webhooks will fail until it runs" >&2

@@ -153,7 +153,11 @@ class CallSession:
         self.record: RegistrySink | None = None  # the call in the registry (HOLD_REDIS_URL)
         if registry is not None:
             self.record = RegistrySink(
-                registry, self.room, on_taken_over=self._on_taken_over, log=self.log
+                registry,
+                self.room,
+                on_taken_over=self._on_taken_over,
+                log=self.log,
+                agent_name=settings.agent_name,
             )
         self.publisher = CallPublisher(
             [
@@ -166,6 +170,7 @@ class CallSession:
         )
         self._orphaned = False  # given up with the caller still there (see _close)
         self._room_lost = False
+        self._taken_over = False  # the registry says another worker holds the call
         self.monitor: Any = None  # MediaMonitor while watching the caller's media
         self._media: Verdict | None = None
         self._store_task: asyncio.Task[None] | None = None
@@ -234,6 +239,7 @@ class CallSession:
         """The registry says another worker holds this call now (we were
         paused or cut off long enough for a guardian to move it): leave at once,
         hang up nobody."""
+        self._taken_over = True
         self._events.put_nowait(RoomClosed("taken over by another worker"))
 
     # ---- carrying out the lifecycle's decisions ------------------------------
@@ -483,12 +489,11 @@ class CallSession:
         unfinished = self.lifecycle.state is not State.DONE  # an error, a cancellation
         if unfinished:
             metrics.CALLS.labels(state=str(self.lifecycle.state)).dec()
-        taken_over = self.record is not None and self.record.taken_over
         # given up with the caller (as far as we know) still there: the
         # registry makes the call stale at once for a guardian to move it
         self._orphaned = (
             (unfinished or self._room_lost)
-            and not taken_over
+            and not self._taken_over
             and self.people.caller is not None
             and not self.people.caller_gone
         )

@@ -166,12 +166,14 @@ class HeartbeatWatch:
             if not caller_present(members):
                 await self.registry.forget(cid, rec.get("store", ""))
                 return "caller gone"
+            # the agent name the dead worker was dispatched as; ours otherwise
+            agent_name = rec.get("agent_name") or self.agent_name
             dead = Member(
                 AGENT,
-                {ATTR_STATE: rec.get("state") or "holding", AGENT_NAME_ATTR: self.agent_name},
+                {ATTR_STATE: rec.get("state") or "holding", AGENT_NAME_ATTR: agent_name},
                 identity=owner,
             )
-            if redispatch_reason(dead, members, self.rule, self.agent_name) is None:
+            if redispatch_reason(dead, members, self.rule, agent_name) is None:
                 self._later[cid] = self.monotonic() + RECHECK_S
                 return "not needed"  # a live human agent or another hold worker is there
             if not await self.registry.takeover(cid, owner):
@@ -186,7 +188,7 @@ class HeartbeatWatch:
                     "create dispatch",
                     lambda: lk.agent_dispatch.create_dispatch(
                         api.CreateAgentDispatchRequest(
-                            agent_name=self.agent_name,
+                            agent_name=agent_name,
                             room=room,
                             metadata=GUARDIAN_DISPATCH_METADATA,
                         )

@@ -110,6 +110,7 @@ REGISTRY_FIELDS: dict[str, str] = {
     ),
     "participant_sid": "the owner's participant sid in the room",
     "worker": "the worker process (host:pid)",
+    "agent_name": "the agent name the worker was dispatched as (a takeover dispatches it again)",
     "heartbeat": "Redis server time (unix ms) of the owner's last write",
 }
 """Fields of a `REGISTRY_CALL_KEY` record."""

@@ -238,10 +238,12 @@ class RegistrySink:
         *,
         on_taken_over: Callable[[], None],
         log: Log,
+        agent_name: str = "",
         worker: str | None = None,
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.registry = registry
+        self.agent_name = agent_name
         self.room = room
         self.cid = call_id(room.name)
         self._on_taken_over = on_taken_over
@@ -271,6 +273,7 @@ class RegistrySink:
             "media": view.media.name if view.media else "pending",
             "participant_sid": str(getattr(self.room.local_participant, "sid", "") or ""),
             "worker": self.worker,
+            "agent_name": self.agent_name,
         }
 
     @staticmethod

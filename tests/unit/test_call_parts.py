@@ -226,3 +226,100 @@ def test_room_sink_keeps_other_metadata_and_refuses_non_objects(world: World) ->
     world.loop.run_until_complete(sink.state(v))
     attrs = world.room.local_participant.attributes_history[-1]
     assert attrs["store.id"] == "s1" and attrs["hold.since"] == ""
+
+
+# ---- the end of a call, as the registry sees it (issue 14 item 3) -------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.final: CallView | None = None
+
+    async def state(self, _v: CallView) -> None:
+        pass
+
+    async def store(self, _v: CallView) -> None:
+        pass
+
+    async def media(self, _v: CallView, _f: Any) -> None:
+        pass
+
+    async def ended(self, v: CallView) -> None:
+        self.final = v
+
+
+def held_call(w: World) -> tuple[Any, asyncio.Task[str], Recorder]:
+    from worker.settings import Settings
+
+    rec = Recorder()
+    s = Settings(chunk_ms=500, fade_ms=400, _env_file=None)  # type: ignore[call-arg]
+    sess = w.session(s, sinks=[rec])
+    task = w.loop.create_task(sess.run())
+    w.run_for(0.1)
+    w.room.join(caller())
+    w.run_for(1.0)
+    return sess, task, rec
+
+
+def test_a_call_that_ends_normally_is_not_orphaned() -> None:
+    w = World()
+    try:
+        _sess, task, rec = held_call(w)
+        w.room.leave("sip_+15550100123")
+        w.run_for(1.0)
+        assert task.done() and rec.final is not None
+        assert rec.final.state is State.DONE and not rec.final.orphaned
+        assert rec.final.caller_number == "+15550100123"
+        assert "+15550100123" not in repr(rec.final)  # never in a log line
+    finally:
+        w.close()
+
+
+def test_a_job_that_fails_with_the_caller_there_is_orphaned() -> None:
+    w = World()
+    try:
+        sess, task, rec = held_call(w)
+
+        def boom(*_a: Any) -> list[Any]:
+            raise RuntimeError("injected: a bug in the call's task")
+
+        sess.lifecycle.handle = boom
+        w.room.join(FakeParticipant("agent-1"))  # any event now fails the task
+        w.run_for(1.0)
+        assert task.done() and isinstance(task.exception(), RuntimeError)
+        assert rec.final is not None and rec.final.orphaned
+        assert rec.final.state is State.HOLDING  # unfinished
+    finally:
+        w.close()
+
+
+def test_a_call_cancelled_by_the_drain_timeout_is_orphaned() -> None:
+    w = World()
+    try:
+        _sess, task, rec = held_call(w)
+        task.cancel()  # what livekit-agents does to a job at the drain timeout
+        w.run_for(1.0)
+        assert task.cancelled()
+        assert rec.final is not None and rec.final.orphaned
+    finally:
+        w.close()
+
+
+def test_a_lost_room_connection_is_orphaned_but_a_taken_over_call_is_not() -> None:
+    w = World()
+    try:
+        _sess, task, rec = held_call(w)
+        w.room.close("connection lost")
+        w.run_for(1.0)
+        assert task.done() and rec.final is not None and rec.final.orphaned
+    finally:
+        w.close()
+    w = World()
+    try:
+        sess, task, rec = held_call(w)
+        sess._on_taken_over()
+        w.run_for(1.0)
+        assert task.done() and rec.final is not None and not rec.final.orphaned
+        assert w.ctx.api.room.removed == []  # nobody hung up
+    finally:
+        w.close()
