@@ -1,4 +1,4 @@
-"""A tiny pjsua2 answering UA for loopback self-tests of ``sip_caller``.
+"""A tiny pjsua2 answering UA for loopback self-tests of ``harness.sip.caller``.
 
     python -m harness.sip.answerer --port 0 \\
         [--answer-delay 0.5] [--play tone.wav] [--record heard.wav] \\
@@ -24,14 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.sip.caller import (
-    SUPPORTED_CODECS,
-    PjStack,
-    _now,
-    _write_json,
-    start_watchdog,
-    wav_info,
-)
+from harness.sip.ua import SUPPORTED_CODECS, PjStack, now, start_watchdog, wav_info, write_json
 
 
 def _parse_headers(whole_msg: str) -> dict[str, str]:
@@ -72,9 +65,9 @@ def serve(
                     ci = self.getInfo()
                     r = entry["rec"]
                     if ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
-                        r["events"].setdefault("confirmed", _now())
+                        r["events"].setdefault("confirmed", now())
                     elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-                        r["events"].setdefault("disconnected", _now())
+                        r["events"].setdefault("disconnected", now())
                         r["final_status"] = ci.lastStatusCode
                         r["final_reason"] = ci.lastReason
                         entry["done"] = True
@@ -99,13 +92,13 @@ def serve(
                                 objs["recorder"].createRecorder(path)
                                 r["recording"] = {"path": os.path.abspath(path)}
                             am.startTransmit(objs["recorder"])
-                            r["recording"].setdefault("started", _now())
+                            r["recording"].setdefault("started", now())
                         if play:
                             if "player" not in objs:
                                 objs["player"] = pj.AudioMediaPlayer()
                                 objs["player"].createPlayer(play, 0)
                             objs["player"].startTransmit(am)
-                        r["events"].setdefault("media_active", _now())
+                        r["events"].setdefault("media_active", now())
                         break
                 except Exception as exc:
                     res["errors"].append(f"onCallMediaState: {exc!r}")
@@ -115,7 +108,7 @@ def serve(
     class _Account(pj.Account):  # type: ignore[misc,name-defined]
         def onIncomingCall(self, iprm: Any) -> None:
             try:
-                t = _now()
+                t = now()
                 msg = iprm.rdata.wholeMsg
                 entry: dict[str, Any] = {
                     "rec": {
@@ -134,7 +127,7 @@ def serve(
                 p = pj.CallOpParam()
                 p.statusCode = 180
                 entry["call"].answer(p)
-                entry["rec"]["events"]["ringing_sent"] = _now()
+                entry["rec"]["events"]["ringing_sent"] = now()
             except Exception as exc:
                 res["errors"].append(f"onIncomingCall: {exc!r}")
 
@@ -148,7 +141,7 @@ def serve(
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stack.poll(5)
-            now = time.monotonic()
+            at = time.monotonic()
             for e in calls:
                 if e["done"] or e["answered"]:
                     if (
@@ -156,17 +149,17 @@ def serve(
                         and not e["done"]
                         and hangup_after is not None
                         and not e.get("hung_up")
-                        and now - e["rec"]["events"]["answer_sent"]["mono"] >= hangup_after
+                        and at - e["rec"]["events"]["answer_sent"]["mono"] >= hangup_after
                     ):
                         e["hung_up"] = True
-                        e["rec"]["events"]["hangup"] = _now()
+                        e["rec"]["events"]["hangup"] = now()
                         e["call"].hangup(pj.CallOpParam(True))
                     continue
-                if now >= e["answer_at"]:
+                if at >= e["answer_at"]:
                     e["answered"] = True
                     p = pj.CallOpParam()
                     p.statusCode = reject if reject else 200
-                    e["rec"]["events"]["answer_sent" if not reject else "reject_sent"] = _now()
+                    e["rec"]["events"]["answer_sent" if not reject else "reject_sent"] = now()
                     e["call"].answer(p)
             if len(calls) >= max_calls and all(e["done"] for e in calls):
                 break
@@ -199,7 +192,7 @@ def serve(
     for r in res["calls"]:
         if r.get("recording"):
             r["recording"].update(wav_info(r["recording"]["path"]))
-    _write_json(result, res)
+    write_json(result, res)
     return res
 
 
@@ -221,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--reject must be a final non-2xx code (300-699)")
     if a.play and not os.path.isfile(a.play):
         p.error(f"--play {a.play} does not exist")
-    wd = start_watchdog(a.timeout + 15.0, a.result, {"port": a.port, "errors": []})
+    wd = start_watchdog(a.timeout + 15.0, a.result, {"port": a.port, "errors": []}, 4)
 
     def ready(port: int) -> None:
         sys.stdout.write(f"READY {port}\n")

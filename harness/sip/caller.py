@@ -16,10 +16,12 @@ CLI (run from the repository root)::
 Exit codes: 0 answered, 3 not answered (refused, cancelled or no answer; the
 JSON is still written), 2 usage error, 1 internal error, 4 hard timeout.
 
-Importable: ``run_call(...) -> dict`` takes the same parameters and runs the
-call in the current thread of the current process (it creates and destroys
-its own pjsua2 Endpoint, so only one call at a time per process; spawning the
-CLI as a subprocess is the recommended way for tests).
+Importable: ``run_call(...) -> dict`` takes the same parameters (and
+``stop``, an event that hangs the call up when set: bench/caller.py sets it
+on SIGUSR1) and runs the call in the current thread of the current process
+(it creates and destroys its own pjsua2 Endpoint, so only one call at a time
+per process; spawning the CLI as a subprocess is the recommended way for
+tests). ``main(argv, stop=...)`` is the CLI with such an event.
 
 Timing model (see ``result["events"]`` and ``result["recording"]``): every
 event carries ``wall`` (time.time()) and ``mono`` (time.monotonic(), which on
@@ -48,9 +50,10 @@ Faults (times in seconds after the 200 OK, like ``--duration``):
 - ``--mute-after S``: keep sending RTP (every 20 ms) but with exact-zero
   samples: the WAV player stops transmitting into the call. Event ``muted``.
 
-For packets that are sent but never arrive, see ``faults.RtpBlock`` (nftables).
+For packets that are sent but never arrive, see tests/e2e/support/faults.py
+(``RtpBlock``, nftables).
 
-Everything binds to 127.0.0.1: no STUN, no ICE, no SRTP, one codec.
+Everything binds to 127.0.0.1 (harness/sip/ua.py).
 """
 
 from __future__ import annotations
@@ -58,22 +61,30 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib
-import json
 import os
-import random
 import sys
 import threading
 import time
-import wave
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-BIND_ADDR = "127.0.0.1"
-CONF_CLOCK_RATE = 8000  # conference bridge / recording sample rate
-SUPPORTED_CODECS = ("PCMU", "PCMA")
+from harness.sip import dialled
+from harness.sip.ua import (
+    BIND_ADDR,
+    SUPPORTED_CODECS,
+    PjStack,
+    call_class,
+    now,
+    start_watchdog,
+    wav_info,
+    write_json,
+)
+
 # Hard cap on the whole run in addition to answer timeout + duration.
 HARD_TIMEOUT_SLACK_S = 20.0
+HANGUP_WAIT_S = 5.0  # for the DISCONNECTED after our BYE/CANCEL
+RTP_SAMPLE_S = 0.5
 
 EXIT_ANSWERED = 0
 EXIT_INTERNAL = 1
@@ -82,48 +93,6 @@ EXIT_NOT_ANSWERED = 3
 EXIT_HARD_TIMEOUT = 4
 
 _RUN_LOCK = threading.Lock()
-
-
-def import_pjsua2() -> Any:
-    """Import pjsua2 with a clear message when it is missing."""
-    try:
-        import pjsua2 as pj
-
-        pj.Endpoint  # noqa: B018 - the package loads its bindings lazily
-    except Exception as exc:  # ImportError, or a broken binary
-        raise ImportError(
-            f"pjsua2 is not importable ({exc}). Install it with "
-            "`pip install -r tests/e2e/requirements.txt` "
-            "(package pjsua2-python)."
-        ) from exc
-    return pj
-
-
-def _now() -> dict[str, float]:
-    return {"wall": time.time(), "mono": time.monotonic()}
-
-
-@contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence fd 1 while pjlib initialises (it logs at level 5 to stdout
-    before the configured log level takes effect in libInit)."""
-    try:
-        sys.stdout.flush()
-    except Exception:
-        pass
-    try:
-        saved = os.dup(1)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 def sip_uri_for(number_or_uri: str, host: str = BIND_ADDR) -> str:
@@ -140,159 +109,6 @@ def parse_header(spec: str) -> tuple[str, str]:
     if not sep or not name or any(c.isspace() for c in name):
         raise ValueError(f"header must look like Name:value, got {spec!r}")
     return name, value
-
-
-def wav_info(path: str) -> dict[str, Any]:
-    """Sample rate / frame count of a PCM WAV (stdlib only)."""
-    try:
-        with wave.open(path, "rb") as w:
-            rate, frames = w.getframerate(), w.getnframes()
-            return {
-                "sample_rate": rate,
-                "channels": w.getnchannels(),
-                "frames": frames,
-                "duration_s": frames / float(rate) if rate else 0.0,
-            }
-    except Exception as exc:  # missing, or header not finalised
-        return {"error": str(exc)}
-
-
-class PjStack:
-    """One pjsua2 Endpoint set up for loopback tests.
-
-    threadCnt=0 + mainThreadOnly: no pjsip worker thread; every SIP callback
-    runs inside ``poll()`` on the thread that created the stack, so Python
-    callbacks never race and no other thread needs registering.  The null
-    audio device clocks the conference bridge (its clock thread never calls
-    into Python).
-    """
-
-    def __init__(
-        self,
-        *,
-        codec: str = "PCMU",
-        sip_port: int = 0,
-        log_file: str | None = None,
-        verbose: bool = False,
-        user_agent: str = "e2e-sip-ua",
-    ) -> None:
-        pj = import_pjsua2()
-        self.pj = pj
-        codec = codec.upper()
-        if codec not in SUPPORTED_CODECS:
-            raise ValueError(f"codec must be one of {SUPPORTED_CODECS}")
-        self.codec = codec
-        self.ep = pj.Endpoint()
-        with _quiet_stdout():
-            self.ep.libCreate()
-        self._destroyed = False
-        try:
-            # libCreate() (pj_init) registers the calling thread with pjlib;
-            # libIsThreadRegistered() must not be called before libInit()
-            # (it asserts on a NULL mutex), and no other thread touches pjsua.
-            cfg = pj.EpConfig()
-            cfg.uaConfig.threadCnt = 0
-            cfg.uaConfig.mainThreadOnly = True
-            cfg.uaConfig.userAgent = user_agent
-            cfg.uaConfig.maxCalls = 8
-            # no STUN / no nameserver: leave the vectors empty
-            cfg.logConfig.msgLogging = 1 if (log_file or verbose) else 0
-            cfg.logConfig.consoleLevel = 4 if verbose else 0
-            if log_file:
-                cfg.logConfig.filename = log_file
-                cfg.logConfig.level = 5
-            else:
-                cfg.logConfig.level = 4 if verbose else 0
-            cfg.medConfig.clockRate = CONF_CLOCK_RATE
-            cfg.medConfig.sndClockRate = CONF_CLOCK_RATE
-            cfg.medConfig.channelCount = 1
-            cfg.medConfig.noVad = True
-            cfg.medConfig.ecTailLen = 0
-            cfg.medConfig.hasIoqueue = True
-            cfg.medConfig.threadCnt = 1
-            self.ep.libInit(cfg)
-
-            tcfg = pj.TransportConfig()
-            tcfg.port = int(sip_port)
-            tcfg.boundAddress = BIND_ADDR
-            tcfg.publicAddress = BIND_ADDR
-            self.transport_id = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-            self.ep.libStart()
-            # No audio hardware: clock the bridge with the null device.
-            self.ep.audDevManager().setNullDev()
-            self._set_codecs()
-            self.sip_port = int(
-                self.ep.transportGetInfo(self.transport_id).localName.rsplit(":", 1)[1]
-            )
-        except BaseException:
-            self.destroy()
-            raise
-
-    def _set_codecs(self) -> None:
-        wanted = f"{self.codec}/"
-        found = False
-        for ci in self.ep.codecEnum2():
-            cid = ci.codecId
-            if cid.upper().startswith(wanted):
-                self.ep.codecSetPriority(cid, 255)
-                found = True
-            else:
-                self.ep.codecSetPriority(cid, 0)
-        if not found:
-            raise RuntimeError(f"codec {self.codec} not available in this pjsua2 build")
-
-    def account_config(
-        self, id_uri: str, auth: tuple[str, str] | None = None, rtp_port: int = 0
-    ) -> Any:
-        pj = self.pj
-        acfg = pj.AccountConfig()
-        acfg.idUri = id_uri
-        acfg.regConfig.registrarUri = ""
-        acfg.regConfig.registerOnAdd = False
-        acfg.sipConfig.transportId = self.transport_id
-        nat = acfg.natConfig
-        nat.iceEnabled = False
-        nat.turnEnabled = False
-        nat.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
-        nat.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED
-        nat.contactRewriteUse = 0
-        nat.viaRewriteUse = 0
-        nat.sdpNatRewriteUse = 0
-        nat.sipOutboundUse = 0
-        med = acfg.mediaConfig
-        med.srtpUse = pj.PJMEDIA_SRTP_DISABLED
-        med.srtpSecureSignaling = 0
-        med.transportConfig.boundAddress = BIND_ADDR
-        med.transportConfig.publicAddress = BIND_ADDR
-        if rtp_port:
-            # exactly this port (RTP) and the next (RTCP): with a range of 2
-            # pjsua retries the same pair and fails the call if it is taken
-            med.transportConfig.port = int(rtp_port)
-            med.transportConfig.portRange = 2
-        else:
-            # pjsua walks upwards from this port on bind failure; a random even
-            # start keeps parallel UAs from colliding.
-            # (the walk stays below 50000: livekit-server's ICE ports and
-            # livekit-sip's RTP ports 51000-51100 are above)
-            med.transportConfig.port = random.randrange(20000, 46000, 2)
-            med.transportConfig.portRange = 4000
-        acfg.videoConfig.autoShowIncoming = False
-        acfg.videoConfig.autoTransmitOutgoing = False
-        if auth:
-            acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", auth[0], 0, auth[1]))
-        return acfg
-
-    def poll(self, msec: int = 10) -> None:
-        self.ep.libHandleEvents(msec)
-
-    def destroy(self) -> None:
-        if self._destroyed:
-            return
-        self._destroyed = True
-        try:
-            self.ep.libDestroy()
-        finally:
-            del self.ep
 
 
 def _extract_reason_header(whole_msg: str) -> str | None:
@@ -332,6 +148,399 @@ def _pause_stream_encoding(pj: Any, stream: Any) -> None:
         raise RuntimeError(f"pjmedia_stream_pause failed: status {status}")
 
 
+@dataclass
+class CallPlan:
+    """What run_call was asked to do (see its docstring)."""
+
+    target: str
+    from_: str
+    send_wav: str
+    record: str
+    duration: float
+    result: str | None = None
+    hangup_after: float | None = None
+    codec: str = "PCMU"
+    local_port: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    answer_timeout: float = 30.0
+    auth_user: str | None = None
+    auth_password: str | None = None
+    log_file: str | None = None
+    verbose: bool = False
+    rtp_port: int = 0
+    rtp_stop_after: float | None = None
+    mute_after: float | None = None
+    stop: threading.Event | None = None
+
+
+@dataclass
+class RtpCounts:
+    """RTP packets sent / received (pjmedia stream statistics, final counts
+    when the stream is destroyed); timeline: [mono, tx, rx] about every 0.5 s
+    while the call is up."""
+
+    requested_port: int | None
+    local: str | None = None
+    remote: str | None = None
+    tx_packets: int | None = None
+    rx_packets: int | None = None
+    timeline: list[list[float]] = field(default_factory=list)
+    vad: bool = False
+
+    def count(self, stat: Any, at: float) -> None:
+        self.tx_packets = int(stat.rtcp.txStat.pkt)
+        self.rx_packets = int(stat.rtcp.rxStat.pkt)
+        self.timeline.append([round(at, 3), self.tx_packets, self.rx_packets])
+
+
+@dataclass
+class Recording:
+    """Sample 0 of the recording is ``started`` (module docstring)."""
+
+    path: str
+    started: dict[str, float] | None = None
+    offset_from_answer_s: float | None = None
+    expected_duration_s: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # wav_info() of the file
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": self.path,
+            "started": self.started,
+            "offset_from_answer_s": self.offset_from_answer_s,
+            **self.info,
+            "exists": os.path.exists(self.path),
+        }
+        if self.expected_duration_s is not None:
+            out["expected_duration_s"] = self.expected_duration_s
+        return out
+
+
+# keys of the result that are only there once known
+_OPTIONAL = ("remote_contact", "final_response_line", "connect_duration_s")
+
+
+@dataclass
+class CallResult:
+    """The result JSON of one call (``to_json``)."""
+
+    target: str
+    from_: str
+    codec: str
+    headers: dict[str, str]
+    recording: Recording
+    rtp: RtpCounts
+    answered: bool = False
+    status_code: int | None = None
+    reason: str | None = None
+    provisional: list[dict[str, Any]] = field(default_factory=list)
+    events: dict[str, dict[str, float]] = field(default_factory=dict)
+    hangup_by: str | None = None  # "local" (we hung up / cancelled) | "remote" (BYE or refusal)
+    # "duration" | "hangup_after" | "answer_timeout" | "stopped" (CallPlan.stop)
+    local_hangup_cause: str | None = None
+    remote_hangup_reason: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+    pid: int = field(default_factory=os.getpid)
+    rtp_port: int | None = None  # local RTP port actually bound (from the media transport)
+    local_sip_port: int | None = None
+    remote_contact: str | None = None
+    final_response_line: str | None = None
+    connect_duration_s: float | None = None
+    exit_code: int = EXIT_INTERNAL
+
+    def mark(self, name: str) -> dict[str, float]:
+        """The time of event `name`, stamped now if it had not happened yet."""
+        return self.events.setdefault(name, now())
+
+    def since(self, name: str, at: float) -> float:
+        return at - self.events[name]["mono"]
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in vars(self).items() if k not in ("from_", "recording", "rtp")}
+        for k in _OPTIONAL:
+            if out[k] is None:
+                del out[k]
+        out["from"] = self.from_
+        out["recording"] = self.recording.to_json()
+        out["rtp"] = vars(self.rtp).copy()
+        return out
+
+
+class OutgoingCall:
+    """One call from INVITE to teardown: pjsua2's callbacks (through
+    ua.call_class) and the poll loop's hangups and faults fill ``res``.
+
+    The pjsua2 objects live only in attributes of this object and are
+    released in ``release()`` before the Endpoint is destroyed (their C++
+    destructors assert otherwise)."""
+
+    def __init__(self, plan: CallPlan, stack: PjStack, res: CallResult) -> None:
+        self.plan, self.stack, self.pj, self.res = plan, stack, stack.pj, res
+        self.disconnected = False
+        self.hangup_requested = False
+        self.hangup_deadline: float | None = None
+        self.stream: Any = None  # MediaStream pointer of the audio stream (onStreamCreated)
+        self.media_idx: int | None = None
+        self.account: Any = None
+        self.call: Any = None
+        self.recorder: Any = None
+        self.player: Any = None
+
+    # ---- pjsua2 callbacks --------------------------------------------------
+
+    def callback_failed(self, name: str, exc: Exception) -> None:
+        self.res.errors.append(f"{name}: {exc!r}")
+
+    def on_stream_created(self, _call: Any, prm: Any) -> None:
+        self.stream = prm.stream
+        if "rtp_stopped" in self.res.events:  # a re-INVITE made a new stream: keep it quiet
+            try:
+                _pause_stream_encoding(self.pj, prm.stream)
+            except Exception as exc:
+                self.res.errors.append(f"rtp stop (new stream): {exc!r}")
+
+    def on_stream_destroyed(self, call: Any, prm: Any) -> None:
+        # the stream still exists here: the final RTP counts
+        try:
+            self.res.rtp.count(call.getStreamStat(prm.streamIdx), time.monotonic())
+        except Exception:
+            pass
+        self.stream = None
+
+    def on_call_state(self, call: Any, prm: Any) -> None:
+        pj, res = self.pj, self.res
+        ci = call.getInfo()
+        msg = _received_message(pj, prm)
+        if ci.state == pj.PJSIP_INV_STATE_EARLY:
+            res.mark("early")
+            if ci.lastStatusCode and ci.lastStatusCode not in [p["code"] for p in res.provisional]:
+                res.provisional.append(
+                    {"code": ci.lastStatusCode, "reason": ci.lastReason, **now()}
+                )
+        elif ci.state == pj.PJSIP_INV_STATE_CONNECTING:
+            res.mark("answered")
+            res.answered, res.status_code, res.reason = True, 200, ci.lastReason
+        elif ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            res.mark("answered")
+            res.mark("confirmed")
+            res.answered = True
+            res.status_code = res.status_code or 200
+            res.reason = res.reason or ci.lastReason
+            res.remote_contact = ci.remoteContact
+        elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._disconnected(ci, msg)
+
+    def _disconnected(self, ci: Any, msg: str | None) -> None:
+        res = self.res
+        res.mark("disconnected")
+        self.disconnected = True
+        if not res.answered:  # refused by the far end, or cancelled by us
+            res.hangup_by = "local" if self.hangup_requested else "remote"
+            res.status_code, res.reason = ci.lastStatusCode, ci.lastReason
+            if msg:
+                res.final_response_line = _first_line(msg)
+        elif self.hangup_requested:
+            res.hangup_by = res.hangup_by or "local"
+        else:
+            res.hangup_by = "remote"
+            res.mark("hangup")
+            reason: dict[str, Any] = {"code": ci.lastStatusCode, "text": ci.lastReason}
+            if msg:
+                reason["request_line"] = _first_line(msg)
+                reason["reason_header"] = _extract_reason_header(msg)
+            res.remote_hangup_reason = reason
+        res.connect_duration_s = ci.connectDuration.sec + ci.connectDuration.msec / 1000.0
+
+    def on_call_media_state(self, call: Any, _prm: Any) -> None:
+        pj = self.pj
+        ci = call.getInfo()  # keep it: ci.media is a view into it
+        for i, mi in enumerate(ci.media):
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self._media_active(call, i)
+                return
+
+    def _media_active(self, call: Any, idx: int) -> None:
+        res, pj = self.res, self.pj
+        first = "media_active" not in res.events
+        res.mark("media_active")
+        self.media_idx = idx
+        try:
+            mti = call.getMedTransportInfo(idx)
+            res.rtp.local, res.rtp.remote = mti.localRtpName, mti.srcRtpName or None
+            res.rtp_port = int(mti.localRtpName.rsplit(":", 1)[1])
+            if self.plan.rtp_port and res.rtp_port != int(self.plan.rtp_port):
+                res.errors.append(f"RTP bound to {mti.localRtpName}, not port {self.plan.rtp_port}")
+        except Exception as exc:
+            res.errors.append(f"media transport info: {exc!r}")
+        am = call.getAudioMedia(idx)
+        if self.recorder is None:
+            self.recorder = pj.AudioMediaRecorder()
+            self.recorder.createRecorder(self.plan.record)
+        # connect (idempotent on re-INVITEs); recorder first so
+        # its sample 0 is as close to the timestamp as possible
+        am.startTransmit(self.recorder)
+        if first:
+            res.recording.started = res.mark("recorder_started")
+        if self.player is None:
+            self.player = pj.AudioMediaPlayer()
+            self.player.createPlayer(self.plan.send_wav, 0)  # 0 = loop
+        if "muted" not in res.events:  # a re-INVITE must not unmute
+            self.player.startTransmit(am)
+        if first:
+            res.mark("player_started")
+
+    # ---- what the poll loop does -------------------------------------------
+
+    def dial(self, from_uri: str) -> None:
+        pj, plan = self.pj, self.plan
+        self.account = pj.Account()
+        auth = (plan.auth_user, plan.auth_password or "") if plan.auth_user else None
+        self.account.create(self.stack.account_config(from_uri, auth, rtp_port=plan.rtp_port))
+        self.call = call_class(pj)(self.account, self)
+        prm = pj.CallOpParam(True)
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        for name, value in plan.headers:
+            h = pj.SipHeader()
+            h.hName = name
+            h.hValue = value
+            prm.txOption.headers.append(h)
+        self.res.mark("invite_sent")
+        self.call.makeCall(plan.target, prm)
+        self.res.mark("invite_returned")
+
+    def sample_rtp(self, at: float) -> None:
+        if self.media_idx is None or self.disconnected:
+            return
+        try:
+            stat = self.call.getStreamStat(self.media_idx)
+        except Exception:
+            return  # no stream (yet / any more)
+        self.res.rtp.count(stat, at)
+
+    def hang_up(self, cause: str) -> None:
+        if self.hangup_requested:
+            return
+        pj, res = self.pj, self.res
+        self.hangup_requested = True
+        res.local_hangup_cause, res.hangup_by = cause, "local"
+        self.sample_rtp(time.monotonic())  # last counts: hangup() tears the stream down
+        res.mark("hangup")
+        prm = pj.CallOpParam(True)
+        # before the answer pjsua sends CANCEL and reports this code as
+        # the call's last status (the far end answers the INVITE with 487)
+        prm.statusCode = pj.PJSIP_SC_OK if res.answered else pj.PJSIP_SC_REQUEST_TERMINATED
+        try:
+            self.call.hangup(prm)
+        except Exception as exc:
+            res.errors.append(f"hangup: {exc!r}")
+        self.hangup_deadline = time.monotonic() + HANGUP_WAIT_S
+
+    def hangup_due(self, at: float) -> str | None:
+        """Why the call should be hung up now, if it should."""
+        plan, res = self.plan, self.res
+        if plan.stop is not None and plan.stop.is_set():
+            return "stopped"
+        if plan.hangup_after is not None and res.since("invite_sent", at) >= plan.hangup_after:
+            return "hangup_after"
+        if res.answered and res.since("answered", at) >= plan.duration:
+            return "duration"
+        if not res.answered and res.since("invite_sent", at) >= plan.answer_timeout:
+            return "answer_timeout"
+        return None
+
+    def apply_faults(self, at: float) -> None:
+        plan, res = self.plan, self.res
+        if not res.answered or self.hangup_requested:
+            return
+        since_answer = res.since("answered", at)
+        if (
+            plan.rtp_stop_after is not None
+            and "rtp_stopped" not in res.events
+            and since_answer >= plan.rtp_stop_after
+            and self.stream is not None  # else retried on the next turn
+        ):
+            self.sample_rtp(at)
+            res.mark("rtp_stopped")
+            try:
+                _pause_stream_encoding(self.pj, self.stream)
+            except Exception as exc:
+                res.errors.append(f"rtp stop: {exc!r}")
+        if (
+            plan.mute_after is not None
+            and "muted" not in res.events
+            and since_answer >= plan.mute_after
+            and self.media_idx is not None
+            and self.player is not None
+        ):
+            res.mark("muted")
+            try:
+                # the WAV player stops feeding the call; the bridge then
+                # sends zero frames (PCMU 0xFF / PCMA 0xD5), still every 20 ms.
+                # (adjustTxLevel(0) does not silence the call in pjsua2 2.15.)
+                self.player.stopTransmit(self.call.getAudioMedia(self.media_idx))
+            except Exception as exc:
+                res.errors.append(f"mute: {exc!r}")
+
+    def run_until_disconnected(self) -> None:
+        plan, res = self.plan, self.res
+        hard_deadline = (
+            res.events["invite_sent"]["mono"]
+            + plan.answer_timeout
+            + plan.duration
+            + HARD_TIMEOUT_SLACK_S
+        )
+        next_sample = 0.0
+        while not self.disconnected:
+            self.stack.poll(5)
+            at = time.monotonic()
+            self.apply_faults(at)
+            if at >= next_sample:
+                self.sample_rtp(at)
+                next_sample = at + RTP_SAMPLE_S
+            if at > hard_deadline:
+                res.errors.append("call did not end before hard deadline")
+                return
+            if self.hangup_requested:  # waiting for the BYE/CANCEL transaction to finish
+                if self.hangup_deadline is not None and at > self.hangup_deadline:
+                    res.errors.append("no DISCONNECTED within 5s of hangup")
+                    return
+                continue
+            cause = self.hangup_due(at)
+            if cause is not None:
+                self.hang_up(cause)
+
+    def linger(self, seconds: float = 0.2) -> None:
+        """Let the BYE's 200 / ACKs flow briefly."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.stack.poll(5)
+
+    def release(self) -> None:
+        """Media first (the WAV header is finalised), then call and account:
+        each attribute held the last reference, so the C++ destructor runs here."""
+        self.player = None
+        self.recorder = None
+        self.call = None
+        if self.account is not None:
+            try:
+                self.account.shutdown()
+            except Exception:
+                pass
+        self.account = None
+
+
+def _received_message(pj: Any, prm: Any) -> str | None:
+    """The SIP message that caused a call-state change, if one was received."""
+    try:
+        e = prm.e
+        if e.type == pj.PJSIP_EVENT_TSX_STATE and e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG:
+            return str(e.body.tsxState.src.rdata.wholeMsg)
+    except Exception:
+        pass
+    return None
+
+
 def run_call(
     target: str,
     from_: str,
@@ -351,6 +560,7 @@ def run_call(
     rtp_port: int = 0,
     rtp_stop_after: float | None = None,
     mute_after: float | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Place one call and return (and optionally write) the result dict.
 
@@ -360,401 +570,92 @@ def run_call(
     ``answer_timeout``: seconds to wait for a final response before CANCEL.
     ``rtp_port``: local RTP port (0 = random). ``rtp_stop_after`` /
     ``mute_after``: seconds after the answer to stop sending RTP / to send
-    exact zeros (see the module docstring).
+    exact zeros (see the module docstring). ``stop``: hang up once it is set.
     Runs in the calling thread; one call per process at a time.
     """
+    plan = CallPlan(
+        target=target,
+        from_=from_,
+        send_wav=send_wav,
+        record=os.path.abspath(record),
+        duration=duration,
+        result=result,
+        hangup_after=hangup_after,
+        codec=codec.upper(),
+        local_port=local_port,
+        headers=[h if isinstance(h, tuple) else parse_header(h) for h in headers],
+        answer_timeout=answer_timeout,
+        auth_user=auth_user,
+        auth_password=auth_password,
+        log_file=log_file,
+        verbose=verbose,
+        rtp_port=rtp_port,
+        rtp_stop_after=rtp_stop_after,
+        mute_after=mute_after,
+        stop=stop,
+    )
     if not _RUN_LOCK.acquire(blocking=False):
         raise RuntimeError("run_call is already running in this process")
     try:
-        return _run_call_locked(
-            target=target,
-            from_=from_,
-            send_wav=send_wav,
-            record=record,
-            duration=duration,
-            result=result,
-            hangup_after=hangup_after,
-            codec=codec,
-            local_port=local_port,
-            headers=headers,
-            answer_timeout=answer_timeout,
-            auth_user=auth_user,
-            auth_password=auth_password,
-            log_file=log_file,
-            verbose=verbose,
-            rtp_port=rtp_port,
-            rtp_stop_after=rtp_stop_after,
-            mute_after=mute_after,
-        )
+        return _run(plan)
     finally:
         _RUN_LOCK.release()
 
 
-def _write_json(path: str | None, data: dict[str, Any]) -> None:
-    if not path:
-        return
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+def _prepare(plan: CallPlan) -> None:
+    if not os.path.isfile(plan.send_wav):
+        raise FileNotFoundError(f"--send-wav {plan.send_wav} does not exist")
+    os.makedirs(os.path.dirname(plan.record) or ".", exist_ok=True)
+    if os.path.exists(plan.record):
+        os.unlink(plan.record)  # never report a stale recording
+    dialled.record(plan.from_)  # the e2e log scan looks for every caller number used
 
 
-def _run_call_locked(
-    *,
-    target: str,
-    from_: str,
-    send_wav: str,
-    record: str,
-    duration: float,
-    result: str | None,
-    hangup_after: float | None,
-    codec: str,
-    local_port: int,
-    headers: Iterable[str | tuple[str, str]],
-    answer_timeout: float,
-    auth_user: str | None,
-    auth_password: str | None,
-    log_file: str | None,
-    verbose: bool,
-    rtp_port: int = 0,
-    rtp_stop_after: float | None = None,
-    mute_after: float | None = None,
-) -> dict[str, Any]:
-    if not os.path.isfile(send_wav):
-        raise FileNotFoundError(f"--send-wav {send_wav} does not exist")
-    hdrs = [h if isinstance(h, tuple) else parse_header(h) for h in headers]
-    record = os.path.abspath(record)
-    os.makedirs(os.path.dirname(record) or ".", exist_ok=True)
-    if os.path.exists(record):
-        os.unlink(record)  # never report a stale recording
-    from_uri = sip_uri_for(from_)
-    # The e2e log scan looks for every caller number used (harness/sip/dialled.py).
-    from harness.sip.dialled import record as record_caller
-
-    record_caller(from_)
-
-    res: dict[str, Any] = {
-        "target": target,
-        "from": from_uri,
-        "codec": codec.upper(),
-        "headers": {k: v for k, v in hdrs},
-        "answered": False,
-        "status_code": None,
-        "reason": None,
-        "provisional": [],
-        "events": {},
-        "recording": {"path": record, "started": None, "offset_from_answer_s": None},
-        "hangup_by": None,  # "local" (we hung up / cancelled) | "remote" (BYE or refusal)
-        "local_hangup_cause": None,  # "duration" | "hangup_after" | "answer_timeout" | "error"
-        "remote_hangup_reason": None,
-        "errors": [],
-        "pid": os.getpid(),
-        "rtp_port": None,  # local RTP port actually bound (from the media transport)
-        # tx/rx: RTP packets sent / received (pjmedia stream statistics, final
-        # counts when the stream is destroyed); timeline: [mono, tx, rx] about
-        # every 0.5 s while the call is up
-        "rtp": {
-            "requested_port": int(rtp_port) or None,
-            "local": None,
-            "remote": None,
-            "tx_packets": None,
-            "rx_packets": None,
-            "timeline": [],
-            "vad": False,
-        },
-    }
-    ev = res["events"]
-
-    def mark(name: str) -> dict[str, float]:
-        if name not in ev:
-            ev[name] = _now()
-        stamp: dict[str, float] = ev[name]
-        return stamp
-
-    stack = PjStack(codec=codec, sip_port=local_port, log_file=log_file, verbose=verbose)
-    pj = stack.pj
-    res["local_sip_port"] = stack.sip_port
-    state: dict[str, Any] = {
-        "disconnected": False,
-        "local_hangup_requested": False,
-        "stream": None,  # MediaStream pointer of the audio stream (onStreamCreated)
-        "media_idx": None,
-    }
-    objs: dict[str, Any] = {}
-
-    class _Call(pj.Call):  # type: ignore[misc,name-defined]
-        def onStreamCreated(self, prm: Any) -> None:
-            state["stream"] = prm.stream
-            if "rtp_stopped" in ev:  # a re-INVITE made a new stream: keep it quiet
-                try:
-                    _pause_stream_encoding(pj, prm.stream)
-                except Exception as exc:
-                    res["errors"].append(f"rtp stop (new stream): {exc!r}")
-
-        def onStreamDestroyed(self, prm: Any) -> None:
-            # the stream still exists here: the final RTP counts
-            try:
-                st = self.getStreamStat(prm.streamIdx)
-                rtp = res["rtp"]
-                rtp["tx_packets"] = int(st.rtcp.txStat.pkt)
-                rtp["rx_packets"] = int(st.rtcp.rxStat.pkt)
-                now = time.monotonic()
-                rtp["timeline"].append([round(now, 3), rtp["tx_packets"], rtp["rx_packets"]])
-            except Exception:
-                pass
-            state["stream"] = None
-
-        def onCallState(self, prm: Any) -> None:
-            try:
-                ci = self.getInfo()
-                st = ci.state
-                e = prm.e
-                msg = None
-                try:
-                    if (
-                        e.type == pj.PJSIP_EVENT_TSX_STATE
-                        and e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG
-                    ):
-                        msg = e.body.tsxState.src.rdata.wholeMsg
-                except Exception:
-                    msg = None
-                if st == pj.PJSIP_INV_STATE_EARLY:
-                    mark("early")
-                    if ci.lastStatusCode and ci.lastStatusCode not in [
-                        p["code"] for p in res["provisional"]
-                    ]:
-                        res["provisional"].append(
-                            {"code": ci.lastStatusCode, "reason": ci.lastReason, **_now()}
-                        )
-                elif st == pj.PJSIP_INV_STATE_CONNECTING:
-                    mark("answered")
-                    res["answered"] = True
-                    res["status_code"] = 200
-                    res["reason"] = ci.lastReason
-                elif st == pj.PJSIP_INV_STATE_CONFIRMED:
-                    mark("answered")
-                    mark("confirmed")
-                    res["answered"] = True
-                    res["status_code"] = res["status_code"] or 200
-                    res["reason"] = res["reason"] or ci.lastReason
-                    res["remote_contact"] = ci.remoteContact
-                elif st == pj.PJSIP_INV_STATE_DISCONNECTED:
-                    mark("disconnected")
-                    state["disconnected"] = True
-                    if not res["answered"]:
-                        # refused by the far end, or cancelled by us
-                        res["hangup_by"] = "local" if state["local_hangup_requested"] else "remote"
-                        res["status_code"] = ci.lastStatusCode
-                        res["reason"] = ci.lastReason
-                        if msg:
-                            res["final_response_line"] = _first_line(msg)
-                    else:
-                        if state["local_hangup_requested"]:
-                            res["hangup_by"] = res["hangup_by"] or "local"
-                        else:
-                            res["hangup_by"] = "remote"
-                            mark("hangup")
-                            reason = {"code": ci.lastStatusCode, "text": ci.lastReason}
-                            if msg:
-                                reason["request_line"] = _first_line(msg)
-                                reason["reason_header"] = _extract_reason_header(msg)
-                            res["remote_hangup_reason"] = reason
-                    res["connect_duration_s"] = (
-                        ci.connectDuration.sec + ci.connectDuration.msec / 1000.0
-                    )
-            except Exception as exc:  # never let an exception cross into C++
-                res["errors"].append(f"onCallState: {exc!r}")
-
-        def onCallMediaState(self, prm: Any) -> None:
-            try:
-                ci = self.getInfo()
-                for i, mi in enumerate(ci.media):
-                    if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
-                        continue
-                    first = "media_active" not in ev
-                    mark("media_active")
-                    state["media_idx"] = i
-                    try:
-                        mti = self.getMedTransportInfo(i)
-                        rtp = res["rtp"]
-                        rtp["local"] = mti.localRtpName
-                        rtp["remote"] = mti.srcRtpName or None
-                        res["rtp_port"] = int(mti.localRtpName.rsplit(":", 1)[1])
-                        if rtp_port and res["rtp_port"] != int(rtp_port):
-                            res["errors"].append(
-                                f"RTP bound to {mti.localRtpName}, not port {rtp_port}"
-                            )
-                    except Exception as exc:
-                        res["errors"].append(f"media transport info: {exc!r}")
-                    am = self.getAudioMedia(i)
-                    if "recorder" not in objs:
-                        rec = pj.AudioMediaRecorder()
-                        rec.createRecorder(record)
-                        objs["recorder"] = rec
-                    # connect (idempotent on re-INVITEs); recorder first so
-                    # its sample 0 is as close to the timestamp as possible
-                    am.startTransmit(objs["recorder"])
-                    if first:
-                        res["recording"]["started"] = mark("recorder_started")
-                    if "player" not in objs:
-                        ply = pj.AudioMediaPlayer()
-                        ply.createPlayer(send_wav, 0)  # 0 = loop
-                        objs["player"] = ply
-                    if "muted" not in ev:  # a re-INVITE must not unmute
-                        objs["player"].startTransmit(am)
-                    if first:
-                        mark("player_started")
-                    break
-            except Exception as exc:
-                res["errors"].append(f"onCallMediaState: {exc!r}")
-
-    exit_code = EXIT_INTERNAL
+def _run(plan: CallPlan) -> dict[str, Any]:
+    _prepare(plan)
+    res = CallResult(
+        target=plan.target,
+        from_=sip_uri_for(plan.from_),
+        codec=plan.codec,
+        headers=dict(plan.headers),
+        recording=Recording(plan.record),
+        rtp=RtpCounts(requested_port=int(plan.rtp_port) or None),
+    )
+    stack = PjStack(
+        codec=plan.codec, sip_port=plan.local_port, log_file=plan.log_file, verbose=plan.verbose
+    )
+    res.local_sip_port = stack.sip_port
+    call = OutgoingCall(plan, stack, res)
     try:
-        # Keep pjsua2 objects only in ``objs`` (no locals): they must be
-        # destroyed before libDestroy(), or their destructors assert.
-        objs["account"] = pj.Account()
-        auth = (auth_user, auth_password or "") if auth_user else None
-        objs["account"].create(stack.account_config(from_uri, auth, rtp_port=rtp_port))
-        objs["call"] = _Call(objs["account"])
-        prm = pj.CallOpParam(True)
-        prm.opt.audioCount = 1
-        prm.opt.videoCount = 0
-        for name, value in hdrs:
-            h = pj.SipHeader()
-            h.hName = name
-            h.hValue = value
-            prm.txOption.headers.append(h)
-        mark("invite_sent")
-        objs["call"].makeCall(target, prm)
-        mark("invite_returned")
-
-        t0 = ev["invite_sent"]["mono"]
-
-        def sample_rtp(now: float) -> None:
-            idx = state["media_idx"]
-            if idx is None or state["disconnected"]:
-                return
-            try:
-                st = objs["call"].getStreamStat(idx)
-            except Exception:
-                return  # no stream (yet / any more)
-            rtp = res["rtp"]
-            rtp["tx_packets"] = int(st.rtcp.txStat.pkt)
-            rtp["rx_packets"] = int(st.rtcp.rxStat.pkt)
-            rtp["timeline"].append([round(now, 3), rtp["tx_packets"], rtp["rx_packets"]])
-
-        def hangup(cause: str) -> None:
-            if state["local_hangup_requested"]:
-                return
-            state["local_hangup_requested"] = True
-            res["local_hangup_cause"] = cause
-            res["hangup_by"] = "local"
-            sample_rtp(time.monotonic())  # last counts: hangup() tears the stream down
-            mark("hangup")
-            hp = pj.CallOpParam(True)
-            # before the answer pjsua sends CANCEL and reports this code as
-            # the call's last status (the far end answers the INVITE with 487)
-            hp.statusCode = pj.PJSIP_SC_OK if res["answered"] else pj.PJSIP_SC_REQUEST_TERMINATED
-            try:
-                objs["call"].hangup(hp)
-            except Exception as exc:
-                res["errors"].append(f"hangup: {exc!r}")
-
-        hard_deadline = t0 + answer_timeout + duration + HARD_TIMEOUT_SLACK_S
-        hangup_deadline_mono = None
-        next_stat = 0.0
-
-        def apply_faults(now: float) -> None:
-            if not res["answered"] or state["local_hangup_requested"]:
-                return
-            since_answer = now - ev["answered"]["mono"]
-            if (
-                rtp_stop_after is not None
-                and "rtp_stopped" not in ev
-                and since_answer >= rtp_stop_after
-            ):
-                if state["stream"] is None:
-                    return  # retried on the next turn once the stream exists
-                sample_rtp(now)
-                mark("rtp_stopped")
-                try:
-                    _pause_stream_encoding(pj, state["stream"])
-                except Exception as exc:
-                    res["errors"].append(f"rtp stop: {exc!r}")
-            if mute_after is not None and "muted" not in ev and since_answer >= mute_after:
-                idx = state["media_idx"]
-                if idx is None or "player" not in objs:
-                    return
-                mark("muted")
-                try:
-                    # the WAV player stops feeding the call; the bridge then
-                    # sends zero frames (PCMU 0xFF / PCMA 0xD5), still every 20 ms.
-                    # (adjustTxLevel(0) does not silence the call in pjsua2 2.15.)
-                    objs["player"].stopTransmit(objs["call"].getAudioMedia(idx))
-                except Exception as exc:
-                    res["errors"].append(f"mute: {exc!r}")
-
-        while not state["disconnected"]:
-            stack.poll(5)
-            now = time.monotonic()
-            apply_faults(now)
-            if now >= next_stat:
-                sample_rtp(now)
-                next_stat = now + 0.5
-            if now > hard_deadline:
-                res["errors"].append("call did not end before hard deadline")
-                break
-            if state["local_hangup_requested"]:
-                # waiting for the BYE/CANCEL transaction to finish
-                if hangup_deadline_mono and now > hangup_deadline_mono:
-                    res["errors"].append("no DISCONNECTED within 5s of hangup")
-                    break
-                continue
-            if hangup_after is not None and now - t0 >= hangup_after:
-                hangup("hangup_after")
-            elif res["answered"] and now - ev["answered"]["mono"] >= duration:
-                hangup("duration")
-            elif not res["answered"] and now - t0 >= answer_timeout:
-                hangup("answer_timeout")
-            if state["local_hangup_requested"]:
-                hangup_deadline_mono = time.monotonic() + 5.0
-
-        # Let the BYE's 200 / ACKs flow briefly, then tear down media first so
-        # the WAV header is finalised.
-        end = time.monotonic() + 0.2
-        while time.monotonic() < end:
-            stack.poll(5)
-        exit_code = EXIT_ANSWERED if res["answered"] else EXIT_NOT_ANSWERED
+        call.dial(res.from_)
+        call.run_until_disconnected()
+        call.linger()
+        res.exit_code = EXIT_ANSWERED if res.answered else EXIT_NOT_ANSWERED
     except Exception as exc:
-        res["errors"].append(f"fatal: {exc!r}")
-        exit_code = EXIT_INTERNAL
+        res.errors.append(f"fatal: {exc!r}")
+        res.exit_code = EXIT_INTERNAL
     finally:
-        for key in ("player", "recorder", "call", "account"):
-            obj = objs.pop(key, None)
-            if key == "account" and obj is not None:
-                try:
-                    obj.shutdown()
-                except Exception:
-                    pass
-            del obj  # last reference: the C++ destructor runs here
+        call.release()
         try:
             stack.destroy()
         except Exception as exc:
-            res["errors"].append(f"libDestroy: {exc!r}")
+            res.errors.append(f"libDestroy: {exc!r}")
+    _finish_recording(res)
+    out = res.to_json()
+    write_json(plan.result, out)
+    return out
 
-    rec = res["recording"]
-    if rec["started"] is not None:
-        rec.update(wav_info(record))
-        if "answered" in ev:
-            rec["offset_from_answer_s"] = rec["started"]["mono"] - ev["answered"]["mono"]
-        end_ev = ev.get("hangup") or ev.get("disconnected")
-        if end_ev:
-            rec["expected_duration_s"] = end_ev["mono"] - rec["started"]["mono"]
-    rec["exists"] = os.path.exists(record)
-    res["exit_code"] = exit_code
-    _write_json(result, res)
-    return res
+
+def _finish_recording(res: CallResult) -> None:
+    rec = res.recording
+    if rec.started is None:
+        return
+    rec.info = wav_info(rec.path)
+    if "answered" in res.events:
+        rec.offset_from_answer_s = rec.started["mono"] - res.events["answered"]["mono"]
+    end = res.events.get("hangup") or res.events.get("disconnected")
+    if end:
+        rec.expected_duration_s = end["mono"] - rec.started["mono"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -838,29 +739,7 @@ def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(str(exc))
 
 
-def start_watchdog(
-    seconds: float, result_path: str | None, payload: dict[str, Any]
-) -> threading.Timer:
-    """Last resort: if pjsua wedges, write an error JSON and exit hard."""
-
-    def fire() -> None:
-        try:
-            if result_path and not os.path.exists(result_path):
-                _write_json(
-                    result_path, {**payload, "errors": [f"hard timeout after {seconds:.1f}s"]}
-                )
-        finally:
-            sys.stderr.write(f"sip UA: hard timeout after {seconds:.1f}s\n")
-            sys.stderr.flush()
-            os._exit(EXIT_HARD_TIMEOUT)
-
-    t = threading.Timer(seconds, fire)
-    t.daemon = True
-    t.start()
-    return t
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)  # exits 2 on usage errors
     _validate(p, a)
@@ -876,6 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "status_code": None,
             "exit_code": EXIT_HARD_TIMEOUT,
         },
+        EXIT_HARD_TIMEOUT,
     )
     try:
         res = run_call(
@@ -897,10 +777,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rtp_port=a.rtp_port,
             rtp_stop_after=a.rtp_stop_after,
             mute_after=a.mute_after,
+            stop=stop,
         )
     except ImportError as exc:
         sys.stderr.write(f"{exc}\n")
-        _write_json(
+        write_json(
             a.result, {"target": a.target, "answered": False, "errors": [str(exc)], "exit_code": 1}
         )
         return EXIT_INTERNAL
