@@ -90,9 +90,9 @@ burst: setup
 SHELL_SCRIPTS = $$(git ls-files '*.sh') .ci/run
 
 lint: venv
-	$(PY) -m ruff check worker tests bench assets
-	$(PY) -m ruff format --check worker tests bench assets
-	$(PY) -m mypy worker
+	$(PY) -m ruff check worker harness tests bench assets
+	$(PY) -m ruff format --check worker harness tests bench assets
+	$(PY) -m mypy worker harness bench
 	.venv/bin/hadolint Dockerfile
 	@command -v shellcheck >/dev/null || { echo "make lint: shellcheck not found: run make setup (devstack/install.sh installs it) or apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)

@@ -51,6 +51,7 @@ from typing import Any
 
 from livekit import api
 
+from bench import procstat
 from bench import run as br
 from harness.agents import HumanAgent
 from harness.analysis import write_tone_wav
@@ -105,20 +106,20 @@ async def window(pid: int, callers: list[int], seconds: float, port: int) -> dic
     the worker's threads and its own metrics over one window."""
     win = br.Window(pid, callers)
     harness = os.getpid()
-    h0 = br.procstat.sample_cpu(harness)
+    h0 = procstat.sample_cpu(harness)
     t0, m0 = thread_ticks(pid), metrics(port)
     win.start()
     mem = await br.sample_memory(pid, seconds)
     cpu = win.stop()
     t1, m1 = thread_ticks(pid), metrics(port)
-    h1 = br.procstat.sample_cpu(harness)
+    h1 = procstat.sample_cpu(harness)
     dt = cpu["seconds"]
-    threads = {k: (v - t0.get(k, 0)) / br.procstat.TICK / dt for k, v in t1.items()}
+    threads = {k: (v - t0.get(k, 0)) / procstat.TICK / dt for k, v in t1.items()}
     own_cpu = m1.get("process_cpu_seconds_total", 0.0) - m0.get("process_cpu_seconds_total", 0.0)
     return {
         **cpu,
         **mem,
-        "agents_harness_cpu": br.procstat.cpu_seconds_between(h0, h1) / dt,
+        "agents_harness_cpu": procstat.cpu_seconds_between(h0, h1) / dt,
         "threads_cpu": dict(sorted(threads.items(), key=lambda kv: -kv[1])),
         "prometheus": m1,
         "prometheus_cpu": own_cpu / dt if m0 else None,

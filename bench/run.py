@@ -58,7 +58,14 @@ from harness import stack
 from harness.agents import HumanAgent
 from harness.analysis import hold_reference_8k, write_tone_wav
 from harness.rooms import AGENT, caller_number, rooms_with_callers
-from harness.stack import die_with_parent, kill_group, stack_env, stack_pids, start_worker
+from harness.stack import (
+    WorkerProcess,
+    die_with_parent,
+    kill_group,
+    stack_env,
+    stack_pids,
+    start_worker,
+)
 from worker.protocol import SIP_CALL_STATUS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +106,9 @@ def provision(env: dict[str, str], kind: str, agent_name: str) -> None:
     )  # fmt: skip
 
 
-def spawn_worker(kind: str, env: dict[str, str], agent_name: str, log_dir: Path, plan: Plan):
+def spawn_worker(
+    kind: str, env: dict[str, str], agent_name: str, log_dir: Path, plan: Plan
+) -> WorkerProcess:
     if kind == "ours":
         cmd = [sys.executable, "-m", "worker", "start", "--log-level", "info"]
         extra = {
@@ -112,7 +121,7 @@ def spawn_worker(kind: str, env: dict[str, str], agent_name: str, log_dir: Path,
         cmd = [sys.executable, "-m", "bench.baseline_worker", "start", "--log-level", "info"]
         extra = {"BENCH_AGENT_NAME": agent_name, "BENCH_BASELINE_LOAD": plan.baseline_load}
     try:
-        return start_worker(env, log_dir, cmd=tuple(cmd[1:]), register_timeout=90.0, **extra)
+        return start_worker({**env, **extra}, log_dir, cmd=tuple(cmd[1:]), register_timeout=90.0)
     except RuntimeError as e:
         raise RuntimeError(f"{kind} {e}") from None
 

@@ -105,11 +105,11 @@ class HumanAgent:
 
     def unmute(self) -> None:
         if self._publication is not None and self._publication.track is not None:
-            self._publication.track.unmute()  # type: ignore[union-attr]
+            self._publication.track.unmute()
 
     def mute(self) -> None:
         if self._publication is not None and self._publication.track is not None:
-            self._publication.track.mute()  # type: ignore[union-attr]
+            self._publication.track.mute()
 
     async def _push_tone(self, track: rtc.LocalAudioTrack) -> None:
         assert self._source is not None

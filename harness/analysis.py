@@ -223,7 +223,7 @@ def hold_span(rec: np.ndarray, ref: np.ndarray, rate: int) -> tuple[float, float
 
 @dataclass
 class CallerAudio:
-    result: dict
+    result: dict[str, Any]
     rec: np.ndarray
     rate: int
     t0: float  # wall time of the recording's first sample

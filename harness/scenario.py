@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from livekit import api
@@ -38,7 +39,7 @@ TONE_SHARE = 0.2  # share of a window's energy at the tone that counts as "heard
 class CallOutcome:
     room: str = ""
     status_code: int = 0
-    result: dict = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
     timeline: list[tuple[float, str]] = field(default_factory=list)
     dead_air_ms: float | None = None
     handoff_ms: float | None = None

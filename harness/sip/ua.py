@@ -280,7 +280,7 @@ def call_class(pj: Any) -> Any:
     """A ``pj.Call`` whose callbacks go to a handler: ``cls(account, handler)``
     for an outgoing call, ``cls(account, handler, call_id)`` for an incoming one."""
 
-    class ForwardingCall(pj.Call):  # type: ignore[misc,name-defined]
+    class ForwardingCall(pj.Call):  # type: ignore[misc]
         def __init__(
             self, account: Any, handler: Callbacks, call_id: int = pj.PJSUA_INVALID_ID
         ) -> None:
@@ -306,7 +306,7 @@ def call_class(pj: Any) -> Any:
 def account_class(pj: Any) -> Any:
     """A ``pj.Account`` whose ``onIncomingCall`` goes to a handler: ``cls(handler)``."""
 
-    class ForwardingAccount(pj.Account):  # type: ignore[misc,name-defined]
+    class ForwardingAccount(pj.Account):  # type: ignore[misc]
         def __init__(self, handler: Callbacks) -> None:
             super().__init__()
             self.handler = handler

@@ -17,9 +17,10 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from ..media.levels import FLOOR_DBFS
+
 Audio = npt.NDArray[np.float32]
 
-SILENCE_FLOOR_DBFS = -120.0
 # Leave headroom below full scale after normalising: the carrier leg is
 # G.711 (8-bit companded), where a clipped peak is a loud click.
 PEAK_CEILING = 0.89  # about -1 dBFS
@@ -32,11 +33,11 @@ def dbfs_to_amplitude(dbfs: float) -> float:
 def rms_dbfs(samples: npt.NDArray[np.floating]) -> float:
     """RMS level in dBFS (a full-scale sine reads -3.01 dBFS)."""
     if samples.size == 0:
-        return SILENCE_FLOOR_DBFS
+        return FLOOR_DBFS
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     if rms <= 0.0:
-        return SILENCE_FLOOR_DBFS
-    return max(20.0 * math.log10(rms), SILENCE_FLOOR_DBFS)
+        return FLOOR_DBFS
+    return max(20.0 * math.log10(rms), FLOOR_DBFS)
 
 
 def normalise(samples: Audio, target_dbfs: float) -> Audio:
@@ -45,7 +46,7 @@ def normalise(samples: Audio, target_dbfs: float) -> Audio:
     Digital silence stays silence (there is no level to normalise).
     """
     level = rms_dbfs(samples)
-    if level <= SILENCE_FLOOR_DBFS:
+    if level <= FLOOR_DBFS:
         return samples.astype(np.float32, copy=True)
     gain = dbfs_to_amplitude(target_dbfs - level)
     peak = float(np.max(np.abs(samples)))
