@@ -221,20 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
 
     try:
-        res = serve(
-            port=a.port,
-            answer_delay=a.answer_delay,
-            play=a.play,
-            record=a.record,
-            reject=a.reject,
-            max_calls=a.max_calls,
-            timeout=a.timeout,
-            result=a.result,
-            codec=a.codec,
-            hangup_after=a.hangup_after,
-            log_file=a.log_file,
-            ready_cb=ready,
-        )
+        res = serve(**vars(a), ready_cb=ready)  # the parser's dests are serve's names
     finally:
         wd.cancel()
     return 1 if res["errors"] else 0

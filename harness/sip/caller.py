@@ -683,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-port", type=int, default=0, help="local SIP UDP port (0 = random)")
     p.add_argument(
         "--header",
+        dest="headers",
         action="append",
         default=[],
         metavar="NAME:VALUE",
@@ -732,7 +733,7 @@ def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         v = getattr(a, name)
         if v is not None and v < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
-    for h in a.header:
+    for h in a.headers:
         try:
             parse_header(h)
         except ValueError as exc:
@@ -758,27 +759,7 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None)
         EXIT_HARD_TIMEOUT,
     )
     try:
-        res = run_call(
-            target=a.target,
-            from_=a.from_,
-            send_wav=a.send_wav,
-            record=a.record,
-            duration=a.duration,
-            result=a.result,
-            hangup_after=a.hangup_after,
-            codec=a.codec,
-            local_port=a.local_port,
-            headers=a.header,
-            answer_timeout=a.answer_timeout,
-            auth_user=a.auth_user,
-            auth_password=a.auth_password,
-            log_file=a.log_file,
-            verbose=a.verbose,
-            rtp_port=a.rtp_port,
-            rtp_stop_after=a.rtp_stop_after,
-            mute_after=a.mute_after,
-            stop=stop,
-        )
+        res = run_call(**vars(a), stop=stop)  # the parser's dests are run_call's names
     except ImportError as exc:
         sys.stderr.write(f"{exc}\n")
         write_json(
