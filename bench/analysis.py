@@ -1,6 +1,6 @@
 """What each benchmark caller heard: dead air, handoff, gaps in the hold stream.
 
-Reuses the e2e analysis (tests/e2e/support/scenario.py: ``hold_span`` finds
+Reuses the harness's analysis (harness/analysis.py: ``hold_span`` finds
 the hold audio in the caller's 8 kHz recording by normalised correlation
 against the hold asset; ``notch`` removes the agent's tone). To stay cheap on
 long recordings it looks only where it needs to: the first seconds after the

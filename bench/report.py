@@ -32,7 +32,7 @@ N SIP calls are placed through livekit-sip by the pjsua2 caller stand-in
   (N - N=1) / (N - 1).
 - **Dead air**: the caller's 200 OK to the first hold audio in the caller's
   recording (hold audio found by correlation with the hold file, as in the e2e
-  tests: `tests/e2e/support/scenario.py` `hold_span`).
+  tests: `harness/analysis.py` `hold_span`).
 - **Handoff**: after the window a livekit.rtc human agent joins each call,
   100 ms apart, and speaks a tone; its first pushed frame to the end of the
   hold audio in that caller's recording (the 400 ms fade is part of it).
