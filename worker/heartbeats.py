@@ -58,7 +58,7 @@ from .roles import AgentRule
 
 logger = logging.getLogger("hold-worker.guardian")
 
-POLL_S = 0.25
+POLL_S = 0.1
 RECHECK_S = 2.0  # a stale call that needs no takeover now (a live agent): looked at again
 # Fast retries: the caller is in silence while this runs.
 FAST_RETRY = RetryPolicy(delays=(0.1, 0.25, 0.5, 1.0), attempt_timeout_s=2.0, budget_s=5.0)

@@ -261,7 +261,9 @@ async def test_sigstop_2_5_s_taken_over_once_and_the_resumed_worker_leaves_silen
         assert takeovers == 2
         # both calls ended on the resumed worker (it found another owner, or
         # its participant removed), without hanging anybody up
-        assert sum(m.startswith("call ended") for m in msgs) == 2, msgs[-20:]
+        # (LiveKit may give a re-dispatch to the resumed worker itself: a new job)
+        ended = [m for m in msgs if m.startswith("call ended")]
+        assert sum("taken over" in m or "room disconnected" in m for m in ended) == 2, ended
         assert not any(m.startswith("hanging up the caller") for m in msgs)
         assert max(watch.max_hold_tracks.values()) == 1
         assert all(x > 0.9 for x in after), after
