@@ -151,3 +151,5 @@ def test_guardian_manifest_matches_the_worker(container: dict[str, Any]) -> None
     assert g["ports"][0]["containerPort"] == port
     assert svc["spec"]["ports"][0]["targetPort"] == g["ports"][0]["name"]
     assert dep["spec"]["replicas"] >= 2
+    # the guardians watch the registry the workers write: the same Redis
+    assert genv["HOLD_REDIS_URL"] and genv["HOLD_REDIS_URL"] == wenv["HOLD_REDIS_URL"]
