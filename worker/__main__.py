@@ -1,6 +1,8 @@
 """python -m worker dev | start | connect   (livekit-agents' CLI)
 python -m worker provision                (inbound trunk + dispatch rule)
 python -m worker guardian                 (webhooks: re-dispatch a call whose worker died)
+python -m worker desk                     (the agents' queue service over the call registry)
+python -m worker desk token --agent A --store S   (an agent's token, for local use)
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def main(argv: list[str]) -> None:
         from .guardian import main as guardian_main
 
         raise SystemExit(guardian_main(argv[2:]))
+    if cmd == "desk":
+        from .desk import main as desk_main
+
+        raise SystemExit(desk_main(argv[2:]))
     if cmd == "provision":
         from .provision import main as provision_main
 

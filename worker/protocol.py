@@ -112,6 +112,15 @@ REGISTRY_FIELDS: dict[str, str] = {
     "worker": "the worker process (host:pid)",
     "agent_name": "the agent name the worker was dispatched as (a takeover dispatches it again)",
     "heartbeat": "Redis server time (unix ms) of the owner's last write",
+    "taken_by": (
+        "the desk: the agent id that took the call (set once, atomically); a taken call "
+        "never goes back into its store's waiting list"
+    ),
+    "taken_at": "the desk: Redis server time (unix ms) of the take",
+    "ended_reason": "the desk: the reason an agent gave for hanging the call up",
+    "ended_by": "the desk: the agent id that hung it up",
+    "transferred": "`1` while the call waits again after a transfer (not written yet)",
+    "transfer_note": "the note of that transfer (not written yet)",
 }
 """Fields of a `REGISTRY_CALL_KEY` record."""
 REGISTRY_HEARTBEATS = "hold:heartbeats"
@@ -126,3 +135,17 @@ REGISTRY_RECORD_TTL_MS = 10_000
 GUARDIAN_OWNER_PREFIX = "guardian:"
 """`owner` of a record a guardian took over from a dead worker, until the
 replica it dispatched writes its own."""
+
+# ---- the desk: the agents' queue service (python -m worker desk; issue 16) ---
+
+DESK_HISTORY_KEY = "hold:history:{id}"
+"""A list per call: one JSON object per agent action (`agent`, `action`, `at`
+unix ms Redis server time, `store`, and `reason` for a hang-up), oldest first;
+kept HOLD_DESK_HISTORY_TTL_S after the call's end (and after its last action)."""
+DESK_ACTION_TAKE = "take"
+"""History `action`: the agent took the call (won the race for it)."""
+DESK_ACTION_HANGUP = "hangup"
+"""History `action`: the agent hung the caller up (with `reason`)."""
+DESK_EVENT_CALLS = "calls"
+"""Server-Sent Event name on `GET /events`: data `{"calls": [...]}`, the agent's
+stores' waiting calls as `GET /calls` returns them, sent whenever they change."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -29,6 +30,9 @@ from typing import Any
 from .aio import Log, stop_task
 from .lifecycle import State
 from .protocol import (
+    DESK_ACTION_HANGUP,
+    DESK_ACTION_TAKE,
+    DESK_HISTORY_KEY,
     GUARDIAN_OWNER_PREFIX,
     REGISTRY_CALL_KEY,
     REGISTRY_HEARTBEATS,
@@ -60,11 +64,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 # KEYS: call, heartbeats, waiting (new store), waiting (previous store)
 # ARGV: owner, guardian prefix, id, ttl_ms, waiting 0|1, hold_since, field, value, ...
+# A call an agent took at the desk (`taken_by`) never goes back into line.
 _WRITE = (
     _MAY_WRITE
     + _NOW
     + """
 if not ok then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'taken_by') == 1 then ARGV[5] = '0' end
 redis.call('HSET', KEYS[1], 'owner', me, 'heartbeat', now, unpack(ARGV, 7))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], now, ARGV[3])
@@ -75,8 +81,9 @@ return 1
 """
 )
 
-# KEYS: call, heartbeats, waiting; ARGV: owner, guardian prefix, id, mode
-# mode "end": the call ended, the record goes; "orphan": the worker gives the
+# KEYS: call, heartbeats, waiting, history; ARGV: owner, guardian prefix, id, mode,
+# history ttl ms. mode "end": the call ended, the record goes (its desk history,
+# if any, is kept for the history ttl from now); "orphan": the worker gives the
 # call up alive (a failed job, the drain timeout): its heartbeat is made stale
 # at once so a guardian takes it over without waiting.
 _END = (
@@ -91,8 +98,50 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[5]) end
 return 1
 """
+)
+
+# The desk's actions. Each checks the record and changes it, its place in line
+# and its history in one script: of any number of agents racing, one wins.
+# KEYS: call, waiting (the store the agent may act for), history
+# ARGV: agent, store, id, history entry (JSON object), history ttl ms, reason
+# Returns {outcome, detail}: {'ok', now} | {'missing', ''} | {'store', its store}
+# | {'taken', by whom} | {'state', its state}.
+_DESK_CHECK = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
+local f = redis.call('HMGET', KEYS[1], 'store', 'state', 'taken_by')
+if f[1] ~= ARGV[2] then return {'store', f[1] or ''} end
+"""
+)
+_DESK_HISTORY = """
+local entry = cjson.decode(ARGV[4])
+entry['at'] = now
+redis.call('RPUSH', KEYS[3], cjson.encode(entry))
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+return {'ok', tostring(now)}
+"""
+_TAKE = (
+    _DESK_CHECK
+    + f"""
+if f[3] then return {{'taken', f[3]}} end
+if f[2] ~= '{State.WAITING}' and f[2] ~= '{State.HOLDING}' then return {{'state', f[2] or ''}} end
+redis.call('HSET', KEYS[1], 'taken_by', ARGV[1], 'taken_at', now)
+redis.call('ZREM', KEYS[2], ARGV[3])
+"""
+    + _DESK_HISTORY
+)
+# Hang-up: by the agent who took the call, or any agent of its store if nobody has.
+_HANGUP = (
+    _DESK_CHECK
+    + """
+if f[3] and f[3] ~= ARGV[1] then return {'taken', f[3]} end
+redis.call('HSET', KEYS[1], 'ended_reason', ARGV[6], 'ended_by', ARGV[1])
+"""
+    + _DESK_HISTORY
 )
 
 # KEYS: call, heartbeats; ARGV: expected owner, new owner, id
@@ -131,6 +180,13 @@ def waiting_key(store: str) -> str:
     return REGISTRY_WAITING.format(store=store or NO_STORE)
 
 
+def history_key(cid: str) -> str:
+    return DESK_HISTORY_KEY.format(id=cid)
+
+
+DEFAULT_HISTORY_TTL_MS = 86_400_000  # HOLD_DESK_HISTORY_TTL_S
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -145,13 +201,22 @@ def connect(url: str) -> Any:
 
 
 class Registry:
-    def __init__(self, client: Any, *, record_ttl_ms: int = REGISTRY_RECORD_TTL_MS) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        record_ttl_ms: int = REGISTRY_RECORD_TTL_MS,
+        history_ttl_ms: int = DEFAULT_HISTORY_TTL_MS,
+    ) -> None:
         self.client = client
         self.record_ttl_ms = record_ttl_ms
+        self.history_ttl_ms = history_ttl_ms
         self._write = client.register_script(_WRITE)
         self._end = client.register_script(_END)
         self._takeover = client.register_script(_TAKEOVER)
         self._stale = client.register_script(_STALE)
+        self._take = client.register_script(_TAKE)
+        self._hangup = client.register_script(_HANGUP)
 
     async def write(
         self,
@@ -187,8 +252,14 @@ class Registry:
 
     async def end(self, cid: str, owner: str, store: str, *, orphan: bool = False) -> bool:
         got = await self._end(
-            keys=[call_key(cid), REGISTRY_HEARTBEATS, waiting_key(store)],
-            args=[owner, GUARDIAN_OWNER_PREFIX, cid, "orphan" if orphan else "end"],
+            keys=[call_key(cid), REGISTRY_HEARTBEATS, waiting_key(store), history_key(cid)],
+            args=[
+                owner,
+                GUARDIAN_OWNER_PREFIX,
+                cid,
+                "orphan" if orphan else "end",
+                self.history_ttl_ms,
+            ],
         )
         return bool(got)
 
@@ -223,6 +294,33 @@ class Registry:
         """1 for the call waiting longest; None if the call is not waiting."""
         rank = await self.client.zrank(waiting_key(store), cid)
         return None if rank is None else int(rank) + 1
+
+    async def take(self, cid: str, agent: str, store: str) -> tuple[str, str]:
+        """The desk: `agent` takes a waiting call of `store`, atomically (one
+        of any number of racing agents wins). ("ok", Redis time ms) or why not:
+        ("missing" | "store" | "taken" | "state", detail)."""
+        return await self._desk(self._take, cid, agent, store, DESK_ACTION_TAKE, "")
+
+    async def hang_up(self, cid: str, agent: str, store: str, reason: str) -> tuple[str, str]:
+        """The desk: record `agent`'s hang-up and its reason on the call (the
+        caller is removed through LiveKit by the desk); as `take` returns."""
+        return await self._desk(self._hangup, cid, agent, store, DESK_ACTION_HANGUP, reason)
+
+    async def _desk(
+        self, script: Any, cid: str, agent: str, store: str, action: str, reason: str
+    ) -> tuple[str, str]:
+        entry: dict[str, str] = {"agent": agent, "action": action, "store": store}
+        if reason:
+            entry["reason"] = reason
+        outcome, detail = await script(
+            keys=[call_key(cid), waiting_key(store), history_key(cid)],
+            args=[agent, store, cid, json.dumps(entry), self.history_ttl_ms, reason],
+        )
+        return str(outcome), str(detail)
+
+    async def history(self, cid: str) -> list[dict[str, Any]]:
+        """The desk's actions on a call, oldest first."""
+        return [json.loads(x) for x in await self.client.lrange(history_key(cid), 0, -1)]
 
     async def aclose(self) -> None:
         await self.client.aclose()

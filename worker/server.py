@@ -49,7 +49,11 @@ async def entrypoint(ctx: JobContext) -> None:
     s = settings()
     logmask.install()  # a job process sets up its own logging
     # One Redis client per call: a job may run on an event loop of its own.
-    registry = Registry(connect(s.redis_url)) if s.redis_url else None
+    registry = (
+        Registry(connect(s.redis_url), history_ttl_ms=s.desk_history_ttl_s * 1000)
+        if s.redis_url
+        else None
+    )
     session = CallSession(ctx, s, catalog(), is_draining=draining, registry=registry)
     try:
         reason = await session.run()

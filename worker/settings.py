@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .media.detector import Thresholds
@@ -94,6 +94,16 @@ class Settings(BaseSettings):
     redis_url: str = ""
     # The guardian moves a call whose worker's heartbeat is older than this.
     stale_after_s: float = Field(1.5, ge=0.5, le=60.0)
+    # `python -m worker desk` (worker/desk.py): the agents' queue service.
+    # The store's backend signs the agents' tokens (HS256) with this secret;
+    # required for `desk` (at least 32 bytes), never logged.
+    desk_secret: SecretStr = SecretStr("")
+    desk_host: str = "127.0.0.1"
+    desk_port: int = Field(8095, ge=0, le=65535)
+    # Lifetime of the LiveKit room token a take hands out.
+    desk_token_ttl_s: int = Field(600, ge=30, le=86400)
+    # How long a call's history of agent actions is kept after the call.
+    desk_history_ttl_s: int = Field(86400, ge=60, le=90 * 86400)
 
     # One-way audio detection (worker/media/detector.py); seconds.
     media_settle_s: float = Field(2.0, ge=0.0, le=30.0)

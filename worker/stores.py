@@ -21,6 +21,7 @@ is one edit here plus a re-run of provision.
         max_wait_s: 600
         fallback: transfer      # or hangup
         transfer_target: tel:+15550111
+        show_caller_number: true  # the desk shows its agents the full number
 
 Resolution order: the header attribute, then the dialled number, then the
 default. Pure: no livekit import; file checks only (decoding is the worker's).
@@ -69,6 +70,9 @@ class Store(BaseModel):
     max_wait_s: float | None = Field(None, ge=0.0, le=86400.0)  # None: HOLD_MAX_WAIT_S
     fallback: Literal["hangup", "transfer"] | None = None  # None: HOLD_MAX_WAIT_ACTION
     transfer_target: str = ""
+    # The desk shows this store's agents the caller's full number (a point-of-sale
+    # system looks customers up by it); otherwise only the masked one. Never logged.
+    show_caller_number: bool = False
 
     @field_validator("numbers")
     @classmethod

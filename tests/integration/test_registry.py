@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +14,7 @@ from typing import Any
 import pytest
 from livekit import api
 
-from tests.e2e.support.ci import unavailable
+from tests.integration.redis_server import RedisServer
 from worker.heartbeats import HeartbeatWatch
 from worker.lifecycle import State
 from worker.protocol import ATTR_STATE, SIP_PHONE_NUMBER
@@ -27,54 +22,6 @@ from worker.publisher import CallView
 from worker.registry import Registry, RegistrySink, call_id, connect
 
 log = logging.getLogger("test-registry")
-
-
-class RedisServer:
-    def __init__(self) -> None:
-        if shutil.which("redis-server") is None:
-            unavailable("redis-server is not installed (make setup installs it)")
-        self.dir = tempfile.mkdtemp(prefix="registry-redis-")
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    r = RedisServer()
-    r.start()
-    yield r
-    r.stop()
-    shutil.rmtree(r.dir, ignore_errors=True)
 
 
 @pytest.fixture

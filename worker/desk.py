@@ -1,0 +1,670 @@
+"""`python -m worker desk`: the agents' queue service over the call registry.
+
+An HTTP service (aiohttp) that holds no state of its own: every answer comes
+from the call registry in Redis (registry.py), so any number of replicas
+behind a load balancer answer alike. Agents authenticate with a bearer JWT
+(HS256, `HOLD_DESK_SECRET`) that the store's own backend signs: `sub` (the
+agent id), `name`, `stores` (the stores the agent serves), `exp`. An agent
+sees, takes and hangs up only calls of their stores.
+
+    GET  /health                 no token
+    GET  /calls                  the agent's stores' waiting calls, longest wait first
+    GET  /events                 the same as Server-Sent Events, sent on every change
+    POST /calls/{id}/take        atomic; the winner gets a LiveKit token for the room
+    POST /calls/{id}/hangup      {"reason": "..."}: the caller is removed from the room
+    GET  /calls/{id}/history     the agents' actions on the call
+    GET  /openapi.json           this API as an OpenAPI 3 document
+
+Errors are JSON `{"error": "<one line>"}` with the status (401 no or bad
+token, 403 another store's call, 404 unknown call, 409 taken or not waiting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from .protocol import DESK_EVENT_CALLS
+from .registry import Registry, call_key, waiting_key
+from .stores import STORE_KEY
+
+logger = logging.getLogger("hold-worker.desk")
+
+AGENT_ID = re.compile(r"^[a-z0-9_-]{1,64}$")
+CALL_ID = re.compile(r"^[0-9a-f]{24}$")
+MIN_SECRET_BYTES = 32
+POLL_S = 0.25  # each event stream reads the registry this often
+KEEPALIVE_S = 15.0
+MAX_REASON = 200
+LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+
+
+# ---- agents' tokens (pure) ---------------------------------------------------
+
+
+class AuthError(Exception):
+    """A token the desk does not accept: 401, one line."""
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    name: str
+    stores: tuple[str, ...]
+    exp: int
+
+
+def parse_claims(claims: Mapping[str, Any]) -> Agent:
+    """The agent a verified token's claims describe; AuthError names what is wrong."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not AGENT_ID.match(sub):
+        raise AuthError("token claim sub: must be an agent id of [a-z0-9_-], 1 to 64 characters")
+    name = claims.get("name", sub)
+    if not isinstance(name, str) or not 0 < len(name) <= 100:
+        raise AuthError("token claim name: must be a string of 1 to 100 characters")
+    stores = claims.get("stores")
+    if (
+        not isinstance(stores, list)
+        or not stores
+        or not all(isinstance(s, str) and STORE_KEY.match(s) for s in stores)
+    ):
+        raise AuthError("token claim stores: must be a non-empty list of store ids")
+    exp = claims.get("exp")
+    if not isinstance(exp, int):
+        raise AuthError("token claim exp: required (unix seconds)")
+    return Agent(sub, name, tuple(dict.fromkeys(stores)), exp)
+
+
+def verify_token(token: str, secret: str) -> Agent:
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.InvalidSignatureError:
+        raise AuthError("token signature does not verify") from None
+    except jwt.InvalidTokenError as e:
+        raise AuthError(f"invalid token: {str(e).splitlines()[0]}") from None
+    return parse_claims(claims)
+
+
+def mint_token(
+    secret: str, agent: str, stores: Sequence[str], *, name: str = "", ttl_s: int = 3600
+) -> str:
+    """What the store's backend does: an agent's token (also `desk token`)."""
+    now = int(time.time())
+    claims = {"sub": agent, "name": name or agent, "stores": list(stores), "exp": now + ttl_s}
+    parse_claims(claims)  # what we would refuse, we do not mint
+    return jwt.encode({**claims, "iat": now}, secret, algorithm="HS256")
+
+
+# ---- the service ----------------------------------------------------------------
+
+
+class DeskError(Exception):
+    def __init__(self, status: int, message: str, **extra: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=json.dumps)
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DeskError as e:
+        return _json({"error": e.message, **e.extra}, e.status)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _json({"error": e.reason}, e.status)
+    except Exception as e:
+        logger.exception("desk: request failed")
+        return _json({"error": f"internal error ({type(e).__name__})"}, 500)
+
+
+@dataclass(frozen=True)
+class LiveKitAccess:
+    url: str
+    api_key: str
+    api_secret: str
+
+
+class Desk:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        secret: str,
+        livekit: LiveKitAccess,
+        room_service: Any = None,  # api.LiveKitAPI().room, or a fake; set at start if None
+        token_ttl_s: int = 600,
+        show_caller_number: frozenset[str] = frozenset(),
+        identity_prefix: str = "agent-",
+        role_attribute: str = "role=agent",
+        poll_s: float = POLL_S,
+        keepalive_s: float = KEEPALIVE_S,
+    ) -> None:
+        self.registry = registry
+        self.secret = secret
+        self.livekit = livekit
+        self.room_service = room_service
+        self.token_ttl_s = token_ttl_s
+        self.show_caller_number = show_caller_number
+        self.identity_prefix = identity_prefix
+        self.role_attribute = role_attribute
+        self.poll_s = poll_s
+        self.keepalive_s = keepalive_s
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_json_errors])
+        app.add_routes(
+            [
+                web.get("/health", self.health),
+                web.get("/openapi.json", self.openapi),
+                web.get("/calls", self.calls),
+                web.get("/events", self.events),
+                web.post("/calls/{id}/take", self.take),
+                web.post("/calls/{id}/hangup", self.hangup),
+                web.get("/calls/{id}/history", self.history),
+            ]
+        )
+        return app
+
+    # ---- who asks -------------------------------------------------------------
+
+    def agent(self, request: web.Request, *, query_token: bool = False) -> Agent:
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not token and query_token:  # a browser's EventSource cannot send headers
+            token = request.query.get("access_token", "")
+        if not token:
+            raise DeskError(401, "missing bearer token (Authorization: Bearer <jwt>)")
+        try:
+            return verify_token(token, self.secret)
+        except AuthError as e:
+            raise DeskError(401, str(e)) from None
+
+    async def _call_of(self, request: web.Request, agent: Agent) -> tuple[str, dict[str, str]]:
+        """The call named in the path and its record; 404 unknown, 403 another store's."""
+        cid = request.match_info["id"]
+        rec = await self.registry.record(cid) if CALL_ID.match(cid) else {}
+        if not rec:
+            raise DeskError(404, f"no call {cid[:32]!r} is held")
+        self._may_see(agent, rec.get("store", ""))
+        return cid, rec
+
+    @staticmethod
+    def _may_see(agent: Agent, store: str) -> None:
+        if store not in agent.stores:
+            raise DeskError(403, "the call is not for one of your stores")
+
+    # ---- the waiting calls ----------------------------------------------------
+
+    async def waiting_calls(self, agent: Agent) -> list[dict[str, Any]]:
+        """The agent's stores' waiting calls, longest wait first, with each
+        one's position in its own store's line."""
+        client = self.registry.client
+        async with client.pipeline(transaction=False) as pipe:
+            for store in agent.stores:
+                pipe.zrange(waiting_key(store), 0, -1, withscores=True)
+            ranges = await pipe.execute()
+        lines: list[tuple[str, list[tuple[str, float]]]] = list(
+            zip(agent.stores, ranges, strict=True)
+        )
+        ids = [(store, cid) for store, members in lines for cid, _score in members]
+        if not ids:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for _store, cid in ids:
+                pipe.hgetall(call_key(cid))
+            records = await pipe.execute()
+        out: list[dict[str, Any]] = []
+        position: dict[str, int] = {}
+        for (store, cid), rec in zip(ids, records, strict=True):
+            if not rec or rec.get("taken_by") or rec.get("store") != store:
+                continue  # expired, taken meanwhile, or moved lines
+            position[store] = position.get(store, 0) + 1
+            out.append(self._call_json(cid, store, rec, position[store]))
+        out.sort(key=lambda c: (c["waiting_since"], c["id"]))
+        return out
+
+    def _call_json(self, cid: str, store: str, rec: Mapping[str, str], pos: int) -> dict[str, Any]:
+        call: dict[str, Any] = {
+            "id": cid,
+            "room": rec.get("room", ""),
+            "store": store,
+            "caller": rec.get("caller", ""),
+            "waiting_since": int(rec.get("hold_since") or 0),
+            "position": pos,
+            "state": rec.get("state", ""),
+            "media": rec.get("media", "pending"),
+            "transferred": rec.get("transferred") == "1",
+        }
+        if rec.get("transfer_note"):
+            call["transfer_note"] = rec["transfer_note"]
+        if store in self.show_caller_number and rec.get("caller_number"):
+            call["caller_number"] = rec["caller_number"]
+        return call
+
+    async def calls(self, request: web.Request) -> web.Response:
+        agent = self.agent(request)
+        return _json({"agent": agent.id, "calls": await self.waiting_calls(agent)})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: `calls` with the list whenever it changes (read
+        every POLL_S), a comment every KEEPALIVE_S; ends when the token expires."""
+        agent = self.agent(request, query_token=True)
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        last: str | None = None
+        quiet_since = time.monotonic()
+        while time.time() < agent.exp:
+            body = json.dumps({"calls": await self.waiting_calls(agent)})
+            now = time.monotonic()
+            if body != last:
+                await resp.write(f"event: {DESK_EVENT_CALLS}\ndata: {body}\n\n".encode())
+                last, quiet_since = body, now
+            elif now - quiet_since >= self.keepalive_s:
+                await resp.write(b": keep-alive\n\n")
+                quiet_since = now
+            await asyncio.sleep(self.poll_s)
+        await resp.write(b"event: expired\ndata: {}\n\n")
+        return resp
+
+    # ---- actions ----------------------------------------------------------------
+
+    @staticmethod
+    def _refused(outcome: str, detail: str) -> DeskError:
+        if outcome == "missing":
+            return DeskError(404, "the call is no longer held")
+        if outcome == "taken":
+            return DeskError(409, f"the call is taken by {detail}", taken_by=detail)
+        if outcome == "state":
+            return DeskError(409, f"the call is not waiting (state {detail})")
+        return DeskError(409, "the call moved to another store's line")
+
+    async def take(self, request: web.Request) -> web.Response:
+        agent = self.agent(request)
+        cid, rec = await self._call_of(request, agent)
+        outcome, detail = await self.registry.take(cid, agent.id, rec["store"])
+        if outcome != "ok":
+            raise self._refused(outcome, detail)
+        room = rec["room"]
+        logger.info(f"desk: agent {agent.id} took call {cid} (store {rec['store']})")
+        return _json(
+            {
+                "id": cid,
+                "room": room,
+                "store": rec["store"],
+                "taken_at": int(detail),
+                "url": self.livekit.url,
+                "token": self.room_token(agent, room),
+            }
+        )
+
+    def room_token(self, agent: Agent, room: str) -> str:
+        """Join, publish and subscribe in this room only, for token_ttl_s."""
+        from livekit import api
+
+        tok = (
+            api.AccessToken(self.livekit.api_key, self.livekit.api_secret)
+            .with_identity(f"{self.identity_prefix}{agent.id}")
+            .with_name(agent.name)
+            .with_ttl(timedelta(seconds=self.token_ttl_s))
+            .with_grants(
+                api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True)
+            )
+        )
+        key, _, value = self.role_attribute.partition("=")
+        if key:
+            tok = tok.with_attributes({key: value})
+        return tok.to_jwt()
+
+    async def hangup(self, request: web.Request) -> web.Response:
+        agent = self.agent(request)
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            raise DeskError(400, 'body must be JSON: {"reason": "..."}') from None
+        reason = body.get("reason", "") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+            raise DeskError(400, f"reason: required, one line of at most {MAX_REASON} characters")
+        reason = " ".join(reason.split())
+        cid, rec = await self._call_of(request, agent)
+        outcome, detail = await self.registry.hang_up(cid, agent.id, rec["store"], reason)
+        if outcome == "taken":
+            raise DeskError(403, f"the call is taken by {detail}", taken_by=detail)
+        if outcome != "ok":
+            raise self._refused(outcome, detail)
+        removed = await self._remove_callers(rec["room"])
+        logger.info(f"desk: agent {agent.id} hung up call {cid}: {reason}")
+        return _json({"id": cid, "room": rec["room"], "reason": reason, "removed": removed})
+
+    async def _remove_callers(self, room: str) -> int:
+        """Remove the room's SIP participants (the caller); how many."""
+        from livekit import api
+
+        svc = self.room_service
+        try:
+            got = await svc.list_participants(api.ListParticipantsRequest(room=room))
+        except api.TwirpError as e:
+            if e.code == api.TwirpErrorCode.NOT_FOUND:
+                return 0
+            raise DeskError(502, f"LiveKit: {e.message}") from None
+        removed = 0
+        for p in got.participants:
+            if p.kind == api.ParticipantInfo.Kind.SIP:
+                await svc.remove_participant(
+                    api.RoomParticipantIdentity(room=room, identity=p.identity)
+                )
+                removed += 1
+        return removed
+
+    async def history(self, request: web.Request) -> web.Response:
+        agent = self.agent(request)
+        cid = request.match_info["id"]
+        entries = await self.registry.history(cid) if CALL_ID.match(cid) else []
+        rec = await self.registry.record(cid) if CALL_ID.match(cid) else {}
+        store = rec.get("store") or (str(entries[0].get("store", "")) if entries else "")
+        if not store:
+            raise DeskError(404, f"no call {cid[:32]!r} is held or has a history")
+        self._may_see(agent, store)
+        return _json({"id": cid, "store": store, "history": entries})
+
+    async def health(self, _request: web.Request) -> web.Response:
+        await self.registry.client.ping()
+        return _json({"ok": True})
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        return _json(OPENAPI)
+
+
+# ---- the OpenAPI document ---------------------------------------------------------
+
+
+def _err(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_AUTH = {"401": _err("no token, an expired or forged one")}
+_MINE = {**_AUTH, "403": _err("a call of a store not in the token"), "404": _err("unknown call")}
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "hold desk: the agents' queue service", "version": "1"},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/health": {
+            "get": {"security": [], "responses": {"200": {"description": "Redis reachable"}}}
+        },
+        "/calls": {
+            "get": {
+                "summary": "the waiting calls of the agent's stores, longest wait first",
+                "responses": {
+                    "200": {
+                        "description": "the calls",
+                        "content": {"application/json": {"schema": _ref("CallList")}},
+                    },
+                    **_AUTH,
+                },
+            }
+        },
+        "/events": {
+            "get": {
+                "summary": "Server-Sent Events: `calls` (a CallList) on every change; "
+                "the token may be given as ?access_token=",
+                "responses": {
+                    "200": {
+                        "description": "text/event-stream",
+                        "content": {"text/event-stream": {}},
+                    },
+                    **_AUTH,
+                },
+            }
+        },
+        "/calls/{id}/take": {
+            "post": {
+                "summary": "take the call (atomic: one of any number of agents wins)",
+                "parameters": _ID,
+                "responses": {
+                    "200": {
+                        "description": "yours: join the room with this token",
+                        "content": {"application/json": {"schema": _ref("Taken")}},
+                    },
+                    "409": _err("taken by another agent (taken_by) or no longer waiting"),
+                    **_MINE,
+                },
+            }
+        },
+        "/calls/{id}/hangup": {
+            "post": {
+                "summary": "hang the caller up, with a reason",
+                "parameters": _ID,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["reason"],
+                                "properties": {"reason": {"type": "string", "maxLength": 200}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "the caller was removed"},
+                    "400": _err("no reason"),
+                    **_MINE,
+                    "403": _err("another store's call, or taken by another agent"),
+                },
+            }
+        },
+        "/calls/{id}/history": {
+            "get": {
+                "summary": "the agents' actions on the call (kept after it ends)",
+                "parameters": _ID,
+                "responses": {"200": {"description": "agent, action, at (unix ms)"}, **_MINE},
+            }
+        },
+        "/openapi.json": {"get": {"security": [], "responses": {"200": {"description": "this"}}}},
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}, "taken_by": {"type": "string"}},
+            },
+            "Call": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "room": {"type": "string"},
+                    "store": {"type": "string"},
+                    "caller": {"type": "string", "description": "masked"},
+                    "caller_number": {
+                        "type": "string",
+                        "description": "only for stores with show_caller_number",
+                    },
+                    "waiting_since": {"type": "integer", "description": "unix ms"},
+                    "position": {"type": "integer", "description": "1 = next in its store"},
+                    "state": {"type": "string"},
+                    "media": {"type": "string", "description": "media.verdict"},
+                    "transferred": {"type": "boolean"},
+                    "transfer_note": {"type": "string"},
+                },
+            },
+            "CallList": {
+                "type": "object",
+                "properties": {
+                    "agent": {"type": "string"},
+                    "calls": {"type": "array", "items": _ref("Call")},
+                },
+            },
+            "Taken": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "room": {"type": "string"},
+                    "store": {"type": "string"},
+                    "taken_at": {"type": "integer"},
+                    "url": {"type": "string"},
+                    "token": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+# ---- the command ----------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """One line for the operator."""
+
+
+def _secret(settings: Any) -> str:
+    secret = str(settings.desk_secret.get_secret_value())
+    if not secret:
+        raise ConfigError("HOLD_DESK_SECRET is not set (the secret agents' tokens are signed with)")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"HOLD_DESK_SECRET: must be at least {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def _token_command(argv: list[str], settings: Any) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m worker desk token", description="print an agent's token"
+    )
+    p.add_argument("--agent", required=True)
+    p.add_argument("--store", action="append", required=True, dest="stores")
+    p.add_argument("--name", default="")
+    p.add_argument("--ttl", type=int, default=3600)
+    a = p.parse_args(argv)
+    try:
+        print(mint_token(_secret(settings), a.agent, a.stores, name=a.name, ttl_s=a.ttl))
+    except (ConfigError, AuthError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _show_caller_number(settings: Any) -> frozenset[str]:
+    if settings.stores is None:
+        return frozenset()
+    from .settings import DEFAULT_ANNOUNCEMENT
+    from .stores import StoreMapError, load_store_map
+
+    try:
+        m = load_store_map(settings.stores, default_announcement=DEFAULT_ANNOUNCEMENT)
+    except StoreMapError as e:
+        raise ConfigError(f"HOLD_STORES: {e}") from None
+    return frozenset(k for k, v in m.model.stores.items() if v.show_caller_number)
+
+
+def build(settings: Any, env: Mapping[str, str]) -> Desk:
+    """The desk from settings and the environment, or ConfigError."""
+    secret = _secret(settings)
+    if not settings.redis_url:
+        raise ConfigError("HOLD_REDIS_URL is not set (the desk reads the call registry there)")
+    for name in LIVEKIT_ENV:
+        if not env.get(name):
+            raise ConfigError(f"{name} is not set")
+    from .registry import connect
+
+    registry = Registry(
+        connect(settings.redis_url), history_ttl_ms=settings.desk_history_ttl_s * 1000
+    )
+    desk = Desk(
+        registry,
+        secret=secret,
+        livekit=LiveKitAccess(*(env[n] for n in LIVEKIT_ENV)),
+        token_ttl_s=settings.desk_token_ttl_s,
+        show_caller_number=_show_caller_number(settings),
+        identity_prefix=settings.agent_identity_prefix,
+        role_attribute=settings.agent_role_attribute,
+    )
+    return desk
+
+
+def _livekit_api(desk: Desk) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        from livekit import api
+
+        lk = api.LiveKitAPI(desk.livekit.url, desk.livekit.api_key, desk.livekit.api_secret)
+        desk.room_service = lk.room
+        yield
+        await lk.aclose()
+        await desk.registry.aclose()
+
+    return ctx
+
+
+def main(argv: list[str]) -> int:
+    from . import logmask
+    from .settings import SettingsError, load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logmask.install()
+    try:
+        s = load_settings()
+    except SettingsError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if argv[:1] == ["token"]:
+        return _token_command(argv[1:], s)
+    if argv:
+        print(
+            f"usage: python -m worker desk [token --agent A --store S] (got {argv[0]!r})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        desk = build(s, os.environ)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    app = desk.app()
+    app.cleanup_ctx.append(_livekit_api(desk))
+    shown = ", ".join(sorted(desk.show_caller_number)) or "none"
+    print(
+        f"hold desk: http://{s.desk_host}:{s.desk_port}/ over the call registry in Redis; "
+        f"LiveKit {desk.livekit.url}; room tokens {s.desk_token_ttl_s} s; full caller "
+        f"numbers shown to: {shown}",
+        flush=True,
+    )
+    web.run_app(app, host=s.desk_host, port=s.desk_port, print=None, access_log=None)
+    return 0
