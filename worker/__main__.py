@@ -53,10 +53,6 @@ def main(argv: list[str]) -> None:
         from .guardian import main as guardian_main
 
         raise SystemExit(guardian_main(argv[2:]))
-    if cmd == "desk":
-        from .desk import main as desk_main
-
-        raise SystemExit(desk_main(argv[2:]))
     if cmd == "provision":
         from .provision import main as provision_main
 
@@ -66,6 +62,10 @@ def main(argv: list[str]) -> None:
         settings = load_settings()
     except SettingsError as e:
         _fail(str(e))
+    if cmd == "desk":
+        from .desk import main as desk_main
+
+        raise SystemExit(desk_main(argv[2:], settings))
     from .server import build_server, catalog
 
     try:

@@ -30,15 +30,17 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import timedelta
 from typing import Any
 
 import jwt
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from .protocol import DESK_EVENT_CALLS
 from .registry import Registry, call_key, waiting_key
+from .settings import Settings
 from .stores import STORE_KEY
 
 logger = logging.getLogger("hold-worker.desk")
@@ -137,6 +139,9 @@ async def _json_errors(
         if e.status < 400:
             raise
         return _json({"error": e.reason}, e.status)
+    except RedisError as e:
+        logger.warning(f"desk: call registry unavailable ({type(e).__name__})")
+        return _json({"error": f"call registry unavailable ({type(e).__name__})"}, 503)
     except Exception as e:
         logger.exception("desk: request failed")
         return _json({"error": f"internal error ({type(e).__name__})"}, 500)
@@ -149,31 +154,19 @@ class LiveKitAccess:
     api_secret: str
 
 
+@dataclass
 class Desk:
-    def __init__(
-        self,
-        registry: Registry,
-        *,
-        secret: str,
-        livekit: LiveKitAccess,
-        room_service: Any = None,  # api.LiveKitAPI().room, or a fake; set at start if None
-        token_ttl_s: int = 600,
-        show_caller_number: frozenset[str] = frozenset(),
-        identity_prefix: str = "agent-",
-        role_attribute: str = "role=agent",
-        poll_s: float = POLL_S,
-        keepalive_s: float = KEEPALIVE_S,
-    ) -> None:
-        self.registry = registry
-        self.secret = secret
-        self.livekit = livekit
-        self.room_service = room_service
-        self.token_ttl_s = token_ttl_s
-        self.show_caller_number = show_caller_number
-        self.identity_prefix = identity_prefix
-        self.role_attribute = role_attribute
-        self.poll_s = poll_s
-        self.keepalive_s = keepalive_s
+    registry: Registry
+    _: KW_ONLY
+    secret: str
+    livekit: LiveKitAccess
+    room_service: Any = None  # api.LiveKitAPI().room, or a fake; set at start if None
+    token_ttl_s: int = 600
+    show_caller_number: frozenset[str] = frozenset()  # stores whose agents see numbers
+    identity_prefix: str = "agent-"
+    role_attribute: str = "role=agent"
+    poll_s: float = POLL_S
+    keepalive_s: float = KEEPALIVE_S
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_json_errors])
@@ -416,6 +409,14 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _object(**props: str | dict[str, Any]) -> dict[str, Any]:
+    """A schema object; a property given as a string is of that type."""
+    return {
+        "type": "object",
+        "properties": {k: {"type": v} if isinstance(v, str) else v for k, v in props.items()},
+    }
+
+
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _AUTH = {"401": _err("no token, an expired or forged one")}
 _MINE = {**_AUTH, "403": _err("a call of a store not in the token"), "404": _err("unknown call")}
@@ -425,7 +426,13 @@ OPENAPI: dict[str, Any] = {
     "security": [{"bearer": []}],
     "paths": {
         "/health": {
-            "get": {"security": [], "responses": {"200": {"description": "Redis reachable"}}}
+            "get": {
+                "security": [],
+                "responses": {
+                    "200": {"description": "Redis reachable"},
+                    "503": _err("Redis unreachable"),
+                },
+            }
         },
         "/calls": {
             "get": {
@@ -502,48 +509,29 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {"error": {"type": "string"}, "taken_by": {"type": "string"}},
-            },
-            "Call": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "room": {"type": "string"},
-                    "store": {"type": "string"},
-                    "caller": {"type": "string", "description": "masked"},
-                    "caller_number": {
-                        "type": "string",
-                        "description": "only for stores with show_caller_number",
-                    },
-                    "waiting_since": {"type": "integer", "description": "unix ms"},
-                    "position": {"type": "integer", "description": "1 = next in its store"},
-                    "state": {"type": "string"},
-                    "media": {"type": "string", "description": "media.verdict"},
-                    "transferred": {"type": "boolean"},
-                    "transfer_note": {"type": "string"},
-                },
-            },
-            "CallList": {
-                "type": "object",
-                "properties": {
-                    "agent": {"type": "string"},
-                    "calls": {"type": "array", "items": _ref("Call")},
-                },
-            },
-            "Taken": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "room": {"type": "string"},
-                    "store": {"type": "string"},
-                    "taken_at": {"type": "integer"},
-                    "url": {"type": "string"},
-                    "token": {"type": "string"},
-                },
-            },
+            "Error": {**_object(error="string", taken_by="string"), "required": ["error"]},
+            "Call": _object(
+                id="string",
+                room="string",
+                store="string",
+                caller={"type": "string", "description": "masked"},
+                caller_number={"type": "string", "description": "stores with show_caller_number"},
+                waiting_since={"type": "integer", "description": "unix ms"},
+                position={"type": "integer", "description": "1 = next in its store's line"},
+                state="string",
+                media={"type": "string", "description": "media.verdict"},
+                transferred="boolean",
+                transfer_note="string",
+            ),
+            "CallList": _object(agent="string", calls={"type": "array", "items": _ref("Call")}),
+            "Taken": _object(
+                id="string",
+                room="string",
+                store="string",
+                taken_at="integer",
+                url="string",
+                token="string",
+            ),
         },
     },
 }
@@ -556,7 +544,7 @@ class ConfigError(Exception):
     """One line for the operator."""
 
 
-def _secret(settings: Any) -> str:
+def _secret(settings: Settings) -> str:
     secret = str(settings.desk_secret.get_secret_value())
     if not secret:
         raise ConfigError("HOLD_DESK_SECRET is not set (the secret agents' tokens are signed with)")
@@ -565,7 +553,7 @@ def _secret(settings: Any) -> str:
     return secret
 
 
-def _token_command(argv: list[str], settings: Any) -> int:
+def _token_command(argv: list[str], settings: Settings) -> int:
     p = argparse.ArgumentParser(
         prog="python -m worker desk token", description="print an agent's token"
     )
@@ -582,7 +570,7 @@ def _token_command(argv: list[str], settings: Any) -> int:
     return 0
 
 
-def _show_caller_number(settings: Any) -> frozenset[str]:
+def _show_caller_number(settings: Settings) -> frozenset[str]:
     if settings.stores is None:
         return frozenset()
     from .settings import DEFAULT_ANNOUNCEMENT
@@ -595,7 +583,7 @@ def _show_caller_number(settings: Any) -> frozenset[str]:
     return frozenset(k for k, v in m.model.stores.items() if v.show_caller_number)
 
 
-def build(settings: Any, env: Mapping[str, str]) -> Desk:
+def build(settings: Settings, env: Mapping[str, str]) -> Desk:
     """The desk from settings and the environment, or ConfigError."""
     secret = _secret(settings)
     if not settings.redis_url:
@@ -633,17 +621,12 @@ def _livekit_api(desk: Desk) -> Callable[[web.Application], AsyncIterator[None]]
     return ctx
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], s: Settings) -> int:
+    """`python -m worker desk [token ...]`, with the settings __main__ loaded."""
     from . import logmask
-    from .settings import SettingsError, load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logmask.install()
-    try:
-        s = load_settings()
-    except SettingsError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
     if argv[:1] == ["token"]:
         return _token_command(argv[1:], s)
     if argv:

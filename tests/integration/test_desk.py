@@ -412,3 +412,14 @@ def test_config_errors_are_one_line(
     lines = got.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expect), got.stderr
     assert SECRET not in got.stderr + got.stdout
+
+
+async def test_redis_down_is_a_503_not_a_crash(
+    redis_server: RedisServer, registry: Registry
+) -> None:
+    async with serving(make_desk(registry)) as url, aiohttp.ClientSession() as http:
+        redis_server.stop()
+        for path, headers in (("/health", {}), ("/calls", bearer("alice", "main"))):
+            async with http.get(url + path, headers=headers) as r:
+                got = await r.json()
+                assert r.status == 503 and "call registry unavailable" in got["error"], got
