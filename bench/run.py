@@ -169,7 +169,7 @@ async def wait_answered(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         taken = frozenset(skip | {c.room for c in calls if c.room})
-        for room, parts in await rooms_with_callers(lk, PREFIX[kind], taken):
+        for room, parts in await rooms_with_callers(lk, PREFIX[kind], taken, occupied_only=True):
             if not any(p.kind == AGENT for p in parts):
                 continue
             for p in parts:

@@ -27,14 +27,22 @@ async def participants(lk: api.LiveKitAPI, room: str) -> list[api.ParticipantInf
 
 
 async def rooms_with_callers(
-    lk: api.LiveKitAPI, prefix: str = "call-", skip: frozenset[str] = frozenset()
+    lk: api.LiveKitAPI,
+    prefix: str = "call-",
+    skip: frozenset[str] = frozenset(),
+    *,
+    occupied_only: bool = False,
 ) -> list[tuple[str, list[api.ParticipantInfo]]]:
-    """Every room named `prefix`... with someone in it (but those in `skip`),
-    and its participants."""
+    """Every room named `prefix`... (but those in `skip`) and its participants.
+    `occupied_only`: only rooms whose listing counts a participant (cheaper
+    for many rooms; the count lags a participant who just joined)."""
     out = []
     for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
-        if r.name.startswith(prefix) and r.name not in skip and r.num_participants > 0:
-            out.append((r.name, await participants(lk, r.name)))
+        if not r.name.startswith(prefix) or r.name in skip:
+            continue
+        if occupied_only and r.num_participants < 1:
+            continue
+        out.append((r.name, await participants(lk, r.name)))
     return out
 
 
