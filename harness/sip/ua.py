@@ -1,7 +1,6 @@
 """What the pjsua2 caller and answerer share: one Endpoint set up for
 loopback (``PjStack``), time stamps, result files, the watchdog, and the
-``pj.Call``/``pj.Account`` subclasses that hand pjsua2's callbacks to a
-plain Python object.
+``pj.Call`` subclass that hands pjsua2's callbacks to a plain Python object.
 
 Everything binds to 127.0.0.1: no STUN, no ICE, no SRTP, one codec.
 """
@@ -256,7 +255,7 @@ def start_watchdog(
 
 
 class Callbacks(Protocol):
-    """Where a ``call_class``/``account_class`` object sends pjsua2's callbacks:
+    """Where a ``call_class`` object sends pjsua2's callbacks:
     a method named as the callback in snake case (``on_call_state`` for
     ``onCallState``), called with the pjsua2 object and the callback's
     parameter, if the handler has it. An exception goes to
@@ -300,18 +299,3 @@ def call_class(pj: Any) -> Any:
             _forward(self, self.handler, "onStreamDestroyed", "on_stream_destroyed", prm)
 
     return ForwardingCall
-
-
-@functools.cache
-def account_class(pj: Any) -> Any:
-    """A ``pj.Account`` whose ``onIncomingCall`` goes to a handler: ``cls(handler)``."""
-
-    class ForwardingAccount(pj.Account):  # type: ignore[misc]
-        def __init__(self, handler: Callbacks) -> None:
-            super().__init__()
-            self.handler = handler
-
-        def onIncomingCall(self, prm: Any) -> None:
-            _forward(self, self.handler, "onIncomingCall", "on_incoming_call", prm)
-
-    return ForwardingAccount
