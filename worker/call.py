@@ -47,9 +47,11 @@ from .lifecycle import (
     HandOver,
     HangUp,
     HoldFailed,
+    HoldForAgent,
     Leave,
     MediaHealth,
     RepublishHold,
+    ResumeForAgent,
     ResumeHold,
     RoomClosed,
     Settle,
@@ -149,6 +151,7 @@ class CallSession:
             self.log,
             emit=self._emit,
             on_caller=self._on_caller,
+            on_audio_published=self._on_audio_published,
         )
         self.record: RegistrySink | None = None  # the call in the registry (HOLD_REDIS_URL)
         if registry is not None:
@@ -171,6 +174,7 @@ class CallSession:
         self._orphaned = False  # given up with the caller still there (see _close)
         self._room_lost = False
         self._taken_over = False  # the registry says another worker holds the call
+        self._side: set[asyncio.Task[None]] = set()  # subscription changes in flight
         self.monitor: Any = None  # MediaMonitor while watching the caller's media
         self._media: Verdict | None = None
         self._store_task: asyncio.Task[None] | None = None
@@ -192,6 +196,7 @@ class CallSession:
                     "hold audio published",
                     extra={"publish_ms": round((self.clock() - t0) * 1000)},
                 )
+            self.people.register_controls()
             self.publisher.start()
             if self._is_draining is not None:
                 self._drain_task = asyncio.create_task(self._watch_drain(), name="hold-drain")
@@ -281,6 +286,18 @@ class CallSession:
                 await self.hold.player.resume(self.settings.fade_ms)
             else:
                 await self._bring_up_hold(fade_in_ms=self.settings.fade_ms)
+        elif isinstance(action, HoldForAgent):
+            self.log.info("on hold by the agent: hold audio back", extra={"agent": action.agent})
+            await self._cancel_fade()
+            if self.hold.published and self.hold.player is not None:
+                await self.hold.player.resume(self.settings.fade_ms)
+            else:
+                self._wake_up()
+                await self._bring_up_hold(fade_in_ms=self.settings.fade_ms)
+            await self._caller_hears_agents(False)
+        elif isinstance(action, ResumeForAgent):
+            self.log.info("the agent resumes the call", extra={"agent": action.agent})
+            await self._caller_hears_agents(True)
         elif isinstance(action, HangUp):
             await self._hang_up(action.reason)
         elif isinstance(action, Transfer):
@@ -352,6 +369,44 @@ class CallSession:
             set_subscribed(pub, True, self.log)
         if self.people.caller is not None:
             self._start_monitor(self.people.caller)
+
+    # ---- an agent's hold: the caller must not hear the store -------------------
+
+    def _agent_audio_sids(self) -> list[str]:
+        caller = self.people.caller
+        return [
+            pub.sid
+            for identity, p in self.room.remote_participants.items()
+            if identity != caller
+            for pub in p.track_publications.values()
+            if pub.kind == rtc.TrackKind.KIND_AUDIO
+        ]
+
+    async def _caller_hears_agents(self, on: bool, sids: list[str] | None = None) -> None:
+        """Subscribe the caller's SIP participant to the agents' audio, or not
+        (LiveKit's server-side UpdateSubscriptions: livekit-sip then mixes
+        only what it is subscribed to)."""
+        caller = self.people.caller
+        sids = self._agent_audio_sids() if sids is None else sids
+        if caller is None or not sids:
+            return
+        try:
+            await self.ctx.api.room.update_subscriptions(
+                api.UpdateSubscriptionsRequest(
+                    room=self.room.name, identity=caller, track_sids=sids, subscribe=on
+                )
+            )
+        except Exception as e:  # the hold audio plays either way
+            self.log.warning(f"could not change what the caller hears: {type(e).__name__}: {e}")
+
+    def _on_audio_published(
+        self, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+    ) -> None:
+        """A track published while the caller is on hold is cut from them too."""
+        if self.lifecycle.state is State.ON_HOLD and p.identity != self.people.caller:
+            task = asyncio.create_task(self._caller_hears_agents(False, [pub.sid]), name="hold-cut")
+            self._side.add(task)
+            task.add_done_callback(self._side.discard)
 
     # ---- hanging up and transferring ---------------------------------------------
 
@@ -504,6 +559,8 @@ class CallSession:
         await self._stop_monitor()
         if self._drain_task is not None:
             await stop_task(self._drain_task, self.log)
+        for task in list(self._side):
+            await stop_task(task, self.log)
         await self.publisher.aclose()
         await self.hold.unpublish()
         self.log.info(f"call ended: {self.lifecycle.end_reason or 'error'}")

@@ -10,6 +10,12 @@
                  hang up / transfer ─► DONE;  caller hangs up (any state) ─► DONE;
                  hold audio cannot be published ─► hang up the caller ─► DONE
 
+    An agent who has the call (HANDING_OFF, SETTLING, MONITORING) may put the
+    caller on hold: ─► ON_HOLD (hold audio back, every agent's audio cut from
+    the caller, live agent audio does not fade it); resume ─► the agents heard
+    again and the fade ─► HANDING_OFF (HOLDING if no agent audio is live);
+    every agent gone while ON_HOLD ─► HOLDING.
+
 The adapter (call.py) keeps the hold track published (silent) through
 SETTLING, so hold audio comes back at once if the agent drops right after
 taking the call; on MONITORING (HandOver) it unpublishes the track and drops
@@ -34,6 +40,7 @@ class State(StrEnum):
     HANDING_OFF = "handing_off"  # fading hold audio out under the agent
     SETTLING = "settling"  # just handed over: silent, ready to resume at once
     MONITORING = "monitoring"  # handed over, still in the room, silent, watching events
+    ON_HOLD = "on_hold"  # an agent put the caller on hold: hold audio, agents cut off
     DONE = "done"  # left (or leaving); nothing more happens
 
 
@@ -104,8 +111,17 @@ class HoldFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class AgentHold:
+    """An agent asks to put the caller on hold (hold=True) or to resume."""
+
+    agent: str
+    hold: bool
+
+
 Event = (
-    CallerJoined
+    AgentHold
+    | CallerJoined
     | CallerLeft
     | AgentAudio
     | AgentPresence
@@ -156,6 +172,22 @@ class RepublishHold:
 
 
 @dataclass(frozen=True)
+class HoldForAgent:
+    """An agent put the caller on hold: hold audio back (faded in, published
+    again if need be) and every agent's audio cut from the caller."""
+
+    agent: str
+
+
+@dataclass(frozen=True)
+class ResumeForAgent:
+    """The agent resumes: the caller hears the agents again (a fade of the hold
+    audio follows when their audio is live)."""
+
+    agent: str
+
+
+@dataclass(frozen=True)
 class HangUp:
     reason: str
 
@@ -178,7 +210,9 @@ class StateChanged:
 
 
 Action = (
-    StartFade
+    HoldForAgent
+    | ResumeForAgent
+    | StartFade
     | ResumeHold
     | Settle
     | HandOver
@@ -233,6 +267,7 @@ class CallLifecycle:
     quiet_since: float | None = None  # MONITORING: no agent audio live since
     hold_failed: str = ""  # HoldFailed seen before any caller joined
     draining: bool = False  # leave once handed over
+    held_by: str = ""  # ON_HOLD: the agent who put the caller on hold
     _fade_id: int = 0
     _handed_to: str = ""
 
@@ -262,7 +297,8 @@ class CallLifecycle:
         return (
             self.policy.media_action != "none"
             and self.media_bad_since is not None
-            and self.state in (State.HOLDING, State.HANDING_OFF, State.SETTLING, State.MONITORING)
+            and self.state
+            in (State.HOLDING, State.HANDING_OFF, State.SETTLING, State.MONITORING, State.ON_HOLD)
         )
 
     # -- transitions ----------------------------------------------------------
@@ -325,6 +361,16 @@ class CallLifecycle:
             and now >= self.media_bad_since + self.policy.media_action_after
         ):
             return self._media_action()
+
+        if isinstance(event, AgentHold):
+            return self._agent_hold(event, now)
+
+        if self.state is State.ON_HOLD:
+            if not self.present_agents:  # every agent gone: an ordinary hold now
+                self.state = State.HOLDING
+                self.held_by = ""
+                self.hold_started_at = now
+            return []  # an agent's live microphone does not end an agent's hold
 
         if self.state is State.WAITING:
             if isinstance(event, CallerJoined):
@@ -391,6 +437,25 @@ class CallLifecycle:
             self.hold_started_at = now
             return [RepublishHold()]
         return []
+
+    def _agent_hold(self, event: AgentHold, now: float) -> list[Action]:
+        has_call = (State.HANDING_OFF, State.SETTLING, State.MONITORING)
+        if event.hold and self.state in has_call:
+            self.state = State.ON_HOLD
+            self.held_by = event.agent
+            self._fade_id += 1  # a fade in flight is stale
+            self.settle_until = None
+            self.quiet_since = None
+            return [HoldForAgent(event.agent)]
+        if not event.hold and self.state is State.ON_HOLD:
+            self.held_by = ""
+            self.hold_started_at = now
+            self.state = State.HOLDING
+            actions: list[Action] = [ResumeForAgent(event.agent)]
+            if self.live_agents:
+                actions += self._start_fade()
+            return actions
+        return []  # nothing to hold or resume: ignored
 
     def _hand_over(self, now: float) -> list[Action]:
         agent = self._handed_to

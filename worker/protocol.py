@@ -41,6 +41,9 @@ STATES: dict[str, str] = {
         "faded out under the agent, track still published: hold back at once if they drop"
     ),
     State.MONITORING: "handed over; no track, no media; hold back if every agent leaves",
+    State.ON_HOLD: (
+        "an agent put the caller on hold: hold audio, every agent's audio cut from the caller"
+    ),
     State.DONE: "the worker has left (or is leaving) the call",
 }
 """Values of `hold.state`. Every one but `done` is unfinished: a hold worker
@@ -149,3 +152,18 @@ DESK_ACTION_HANGUP = "hangup"
 DESK_EVENT_CALLS = "calls"
 """Server-Sent Event name on `GET /events`: data `{"calls": [...]}`, the agent's
 stores' waiting calls as `GET /calls` returns them, sent whenever they change."""
+
+# ---- agents' controls (LiveKit RPC on the hold worker's participant) --------
+
+RPC_HOLD = "hold.hold"
+"""RPC method: put the caller on hold (called by a human agent in the room).
+Hold audio is back at once and every agent's audio is cut from the caller;
+the response is JSON `{"ok": true}` or `{"ok": false, "error": ...}`."""
+RPC_RESUME = "hold.resume"
+"""RPC method: take the caller off hold: the agents are heard again and the
+hold audio fades out."""
+CONTROL_TOPIC = "hold.control"
+"""Data-message topic of the same controls from a backend (the desk, through
+LiveKit's SendData to the worker's identity): JSON `{"action": "hold" |
+"resume", "agent": "<identity>"}`; accepted from the server and from human
+agents in the room only."""

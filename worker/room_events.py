@@ -13,6 +13,7 @@ the worker decodes nothing it does not need to notice an agent leaving.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +21,17 @@ from livekit import rtc
 from livekit.rtc.room import EventTypes
 
 from .aio import Log
-from .lifecycle import AgentAudio, AgentPresence, CallerJoined, CallerLeft, Event, RoomClosed
+from .lifecycle import (
+    AgentAudio,
+    AgentHold,
+    AgentPresence,
+    CallerJoined,
+    CallerLeft,
+    Event,
+    RoomClosed,
+)
 from .masking import mask_number
-from .protocol import SIP_CALL_ID, SIP_PHONE_NUMBER
+from .protocol import CONTROL_TOPIC, RPC_HOLD, RPC_RESUME, SIP_CALL_ID, SIP_PHONE_NUMBER
 from .roles import AgentRule, Role, classify, is_sip_hangup
 
 
@@ -59,12 +68,15 @@ class RoomEvents:
         *,
         emit: Callable[[Event], None],
         on_caller: Callable[[rtc.RemoteParticipant], None],
+        on_audio_published: Callable[[rtc.RemoteTrackPublication, rtc.RemoteParticipant], None]
+        | None = None,
     ) -> None:
         self.room = room
         self._agent_rule = agent_rule
         self.log = log
         self._emit = emit
         self._on_caller = on_caller
+        self._on_audio_published = on_audio_published
         self.caller: str | None = None  # the caller's identity, once joined
         self.caller_masked = ""
         self.caller_number = ""  # the full number: for the registry only, never logged
@@ -87,6 +99,7 @@ class RoomEvents:
             ("track_unmuted", lambda p, _pub: self._check_agent(p)),
             ("track_unpublished", lambda _pub, p: self._check_agent(p)),
             ("disconnected", self._on_disconnected),
+            ("data_received", self._on_data),
         ]
         for name, handler in handlers:
             self.room.on(name, handler)
@@ -97,6 +110,44 @@ class RoomEvents:
             with contextlib.suppress(Exception):
                 self.room.off(name, handler)
         self._bound = []
+
+    def register_controls(self) -> None:
+        """The agents' RPC methods on our participant (after connecting)."""
+        local = self.room.local_participant
+        register = getattr(local, "register_rpc_method", None)
+        if register is None:
+            return  # a room without RPC (the unit tests' fake)
+        register(RPC_HOLD, lambda data: self._rpc(data, hold=True))
+        register(RPC_RESUME, lambda data: self._rpc(data, hold=False))
+
+    def _rpc(self, data: rtc.RpcInvocationData, *, hold: bool) -> str:
+        who = data.caller_identity
+        if who not in self._agents:
+            self.log.warning(f"{data.method} refused: {who!r} is not a human agent in the room")
+            return json.dumps({"ok": False, "error": "only a human agent in the room may do this"})
+        self.log.info(f"{data.method} by {who}")
+        self._emit(AgentHold(who, hold=hold))
+        return json.dumps({"ok": True})
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        """The same controls from a backend (LiveKit SendData) or an agent."""
+        if packet.topic != CONTROL_TOPIC:
+            return
+        sender = packet.participant
+        if sender is not None and sender.identity not in self._agents:
+            self.log.warning("control message refused: not from a human agent or the server")
+            return
+        try:
+            msg = json.loads(packet.data)
+            action, agent = msg["action"], str(msg.get("agent") or "")
+            if action not in ("hold", "resume"):
+                raise ValueError(action)
+        except (ValueError, KeyError, TypeError):
+            self.log.warning("control message refused: not {action: hold|resume, agent}")
+            return
+        agent = sender.identity if sender is not None else agent
+        self.log.info(f"control {action} for {agent or 'an agent'}")
+        self._emit(AgentHold(agent, hold=action == "hold"))
 
     def catch_up(self) -> None:
         """Participants already in the room when we connected (those who joined
@@ -174,6 +225,8 @@ class RoomEvents:
     ) -> None:
         if self.quiet and pub.kind == rtc.TrackKind.KIND_AUDIO:
             set_subscribed(pub, False, self.log)  # handed over: decode nothing
+        if self._on_audio_published is not None and pub.kind == rtc.TrackKind.KIND_AUDIO:
+            self._on_audio_published(pub, p)
         self._check_agent(p)
 
     def _check_agent(self, p: rtc.RemoteParticipant) -> None:

@@ -233,6 +233,7 @@ class FakeRoomService:
         self.world = world
         self.removed: list[str] = []
         self.metadata: list[str] = []
+        self.subscriptions: list[tuple[str, list[str], bool]] = []
 
     async def remove_participant(self, req: Any) -> None:
         self.removed.append(req.identity)
@@ -241,6 +242,9 @@ class FakeRoomService:
 
     async def update_room_metadata(self, req: Any) -> None:
         self.metadata.append(req.metadata)
+
+    async def update_subscriptions(self, req: Any) -> None:
+        self.subscriptions.append((req.identity, list(req.track_sids), req.subscribe))
 
 
 class FakeCtx:

@@ -305,3 +305,69 @@ def test_player_dying_during_the_fade_still_hands_over(world: World) -> None:
     t = world.loop.time()
     assert level(world, 1.5, t)[1] == 0.0, "hold audio under the agent"
     assert not task.done()
+
+
+def control(w: World, action: str, sender: FakeParticipant | None = None) -> None:
+    """A control message (the desk through LiveKit's SendData, or an agent)."""
+    import json
+    from types import SimpleNamespace
+
+    from worker.protocol import CONTROL_TOPIC
+
+    packet = SimpleNamespace(
+        data=json.dumps({"action": action, "agent": "agent-a"}).encode(),
+        topic=CONTROL_TOPIC,
+        participant=sender,
+        kind=0,
+    )
+    w.room.emit("data_received", packet)
+
+
+def test_agent_hold_and_resume(world: World) -> None:
+    """Issue 16: an agent puts the caller on hold (hold audio back within the
+    fade, the agent's audio cut from the caller) and resumes (heard again,
+    hold faded out)."""
+    sess, _task = start(world, settings(handoff_settle_s=1.0))
+    c = caller()
+    world.room.join(c)
+    world.run_for(1.0)
+    a = agent(world, "agent-a")
+    world.run_for(3.0)
+    assert sess.lifecycle.state is State.MONITORING  # type: ignore[attr-defined]
+    t_hold = world.loop.time()
+    control(world, "hold")
+    world.run_for(1.5)
+    assert sess.lifecycle.state is State.ON_HOLD  # type: ignore[attr-defined]
+    lo, _hi = level(world, t_hold + 0.6, t_hold + 1.5)
+    assert lo > 0.99  # full hold audio within the fade (0.4 s) and a chunk
+    agent_sids = [p.sid for p in a.track_publications.values()]
+    subs = world.ctx.api.room.subscriptions
+    assert subs == [(c.identity, agent_sids, False)]
+    # a track the agent publishes while the caller is on hold is cut too
+    late = world.room.publish(a, muted=False)
+    world.run_for(0.2)
+    assert subs[-1] == (c.identity, [late.sid], False)
+    # an agent's live microphone does not fade the hold out
+    world.run_for(3.0)
+    assert level(world, world.loop.time() - 2.0, world.loop.time())[0] > 0.99
+    control(world, "resume", sender=a)
+    world.run_for(2.5)
+    assert subs[-1] == (c.identity, [*agent_sids, late.sid], True)
+    assert level(world, world.loop.time() - 1.0, world.loop.time())[1] < 0.01  # faded out
+    assert sess.lifecycle.state is State.MONITORING  # type: ignore[attr-defined]
+
+
+def test_control_from_the_caller_or_a_stranger_is_refused(world: World) -> None:
+    sess, _task = start(world, settings(handoff_settle_s=1.0))
+    c = caller()
+    world.room.join(c)
+    world.run_for(1.0)
+    agent(world, "agent-a")
+    world.run_for(3.0)
+    control(world, "hold", sender=c)
+    stranger = FakeParticipant("web-observer")
+    world.room.join(stranger)
+    control(world, "hold", sender=stranger)
+    world.run_for(1.0)
+    assert sess.lifecycle.state is State.MONITORING  # type: ignore[attr-defined]
+    assert world.ctx.api.room.subscriptions == []

@@ -6,6 +6,7 @@ import pytest
 
 from worker.lifecycle import (
     AgentAudio,
+    AgentHold,
     AgentPresence,
     CallerJoined,
     CallerLeft,
@@ -16,9 +17,11 @@ from worker.lifecycle import (
     HandOver,
     HangUp,
     HoldFailed,
+    HoldForAgent,
     Leave,
     MediaHealth,
     RepublishHold,
+    ResumeForAgent,
     ResumeHold,
     RoomClosed,
     Settle,
@@ -416,3 +419,72 @@ def test_draining_worker_leaves_handed_over_calls_and_keeps_held_ones() -> None:
     assert kinds(acts) == [StateChanged, HandOver, Leave] and acts[1] == HandOver(
         "agent-1", stay=False
     )
+
+
+# ---- ON_HOLD: an agent puts the caller on hold and resumes ---------------------
+
+
+def handed_over() -> CallLifecycle:
+    m, fade_id = handing_off()
+    m.handle(FadeDone(fade_id), 5.5)
+    m.handle(Tick(), 9.0)
+    assert m.state is State.MONITORING
+    return m
+
+
+def test_agent_hold_from_monitoring_brings_hold_back_and_ignores_their_microphone() -> None:
+    m = handed_over()
+    acts = m.handle(AgentHold("agent-1", hold=True), 20.0)
+    assert m.state is State.ON_HOLD and m.held_by == "agent-1"
+    assert kinds(acts) == [StateChanged, HoldForAgent]
+    # the agent keeps talking (a live microphone at the store): no fade
+    assert m.handle(AgentAudio("agent-1", live=False), 21.0) == []
+    assert m.handle(AgentAudio("agent-1", live=True), 22.0) == []
+    assert m.state is State.ON_HOLD and m.next_deadline() is None
+
+
+def test_resume_with_live_audio_fades_hold_out_again() -> None:
+    m = handed_over()
+    m.handle(AgentHold("agent-1", hold=True), 20.0)
+    acts = m.handle(AgentHold("agent-1", hold=False), 30.0)
+    assert kinds(acts) == [StateChanged, ResumeForAgent, StartFade]
+    assert m.state is State.HANDING_OFF
+    fade = acts[-1]
+    assert isinstance(fade, StartFade)
+    m.handle(FadeDone(fade.fade_id), 30.5)
+    assert m.state is State.SETTLING
+
+
+def test_resume_with_a_muted_agent_is_an_ordinary_hold_until_they_speak() -> None:
+    m = handed_over()
+    m.handle(AgentHold("agent-1", hold=True), 20.0)
+    m.handle(AgentAudio("agent-1", live=False), 21.0)
+    acts = m.handle(AgentHold("agent-1", hold=False), 30.0)
+    assert kinds(acts) == [StateChanged, ResumeForAgent] and m.state is State.HOLDING
+    assert kinds(m.handle(AgentAudio("agent-1", live=True), 31.0)) == [StateChanged, StartFade]
+
+
+def test_every_agent_gone_while_on_hold_is_an_ordinary_hold() -> None:
+    m = handed_over()
+    m.handle(AgentHold("agent-1", hold=True), 20.0)
+    acts = m.handle(AgentPresence("agent-1", present=False), 25.0)
+    assert kinds(acts) == [StateChanged] and m.state is State.HOLDING and m.held_by == ""
+
+
+def test_hold_mid_fade_stales_the_fade_and_hold_is_ignored_where_nobody_has_the_call() -> None:
+    m, fade_id = handing_off()
+    m.handle(AgentHold("agent-1", hold=True), 5.2)
+    assert m.state is State.ON_HOLD
+    assert m.handle(FadeDone(fade_id), 5.6) == []  # the old fade's end changes nothing
+    h = holding()
+    assert h.handle(AgentHold("agent-1", hold=True), 3.0) == [] and h.state is State.HOLDING
+    assert h.handle(AgentHold("agent-1", hold=False), 3.0) == []
+    m2 = handed_over()
+    assert m2.handle(AgentHold("agent-1", hold=False), 20.0) == []  # nothing to resume
+
+
+def test_caller_hanging_up_on_hold_ends_the_call() -> None:
+    m = handed_over()
+    m.handle(AgentHold("agent-1", hold=True), 20.0)
+    acts = m.handle(CallerLeft(), 21.0)
+    assert m.state is State.DONE and kinds(acts) == [StateChanged, Leave]
