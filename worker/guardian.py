@@ -304,10 +304,9 @@ def make_claims(redis_url: str) -> Claims:
             "guardian replicas may both re-dispatch the same call"
         )
         return LocalClaims()
-    import redis.asyncio as aioredis
+    from .registry import connect
 
-    client = aioredis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    return RedisClaims(client)
+    return RedisClaims(connect(redis_url, decode_responses=False))
 
 
 # ---- the guardian ---------------------------------------------------------------

@@ -182,16 +182,20 @@ class HeartbeatWatch:
             # connection times out) must not dispatch a second time
             key = claim_key(room, rec.get("participant_sid", ""))
             await self.claims.claim(key)
-            await self._remove(lk, room, owner)
+            # removal and dispatch at once: the old participant is gone within
+            # tens of ms, long before the new worker has joined and published
             try:
-                await self._retry(
-                    "create dispatch",
-                    lambda: lk.agent_dispatch.create_dispatch(
-                        api.CreateAgentDispatchRequest(
-                            agent_name=agent_name,
-                            room=room,
-                            metadata=GUARDIAN_DISPATCH_METADATA,
-                        )
+                await asyncio.gather(
+                    self._remove(lk, room, owner),
+                    self._retry(
+                        "create dispatch",
+                        lambda: lk.agent_dispatch.create_dispatch(
+                            api.CreateAgentDispatchRequest(
+                                agent_name=agent_name,
+                                room=room,
+                                metadata=GUARDIAN_DISPATCH_METADATA,
+                            )
+                        ),
                     ),
                 )
             except BaseException:

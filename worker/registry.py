@@ -191,12 +191,24 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def connect(url: str) -> Any:
-    """A redis.asyncio client; short timeouts so a dead Redis never stalls a call."""
+def connect(url: str, *, decode_responses: bool = True) -> Any:
+    """A redis.asyncio client: short timeouts so a dead Redis never stalls a
+    call, and one quick retry on a dropped connection (after a Redis restart
+    the pooled connection is dead; without the retry the first command after
+    it fails, and a guardian's claim would fall back to a local one)."""
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ConstantBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     return aioredis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+        url,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        decode_responses=decode_responses,
+        retry=Retry(ConstantBackoff(0.05), 1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 
 

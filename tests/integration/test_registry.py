@@ -267,3 +267,25 @@ async def test_two_guardians_take_each_stale_call_over_exactly_once(registry: Re
     await asyncio.gather(*(w.scan_once() for w in watches))
     assert len(kit.dispatched) == 5
     assert sum(w.taken_over for w in watches) == 5
+
+
+async def test_guardian_claims_survive_a_redis_restart(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (full e2e run): after the stack's Redis restarted, the
+    guardian's pooled connection was dead, its next claim failed and fell back
+    to a local one, and a call taken over by the other guardian was dispatched
+    a second time by the webhook path."""
+    from worker.guardian import RedisClaims, make_claims
+
+    claims = make_claims(redis_server.url)
+    assert isinstance(claims, RedisClaims)
+    try:
+        assert await claims.claim("hold-guardian:claim:a")
+        redis_server.stop()
+        redis_server.start()  # empty, and the pooled connection is dead
+        assert await claims.claim("hold-guardian:claim:b")
+        assert not any("redis claim failed" in r.getMessage() for r in caplog.records)
+        assert await claims.client.get("hold-guardian:claim:b") is not None
+    finally:
+        await claims.client.aclose()
