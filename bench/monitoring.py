@@ -39,9 +39,7 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +54,7 @@ from bench import run as br
 from harness.agents import HumanAgent
 from harness.analysis import write_tone_wav
 from harness.rooms import publishes_audio, worker_info
-from harness.stack import kill_group, stack_env
+from harness.stack import stack_env, stop_worker
 
 KIND = "monitoring"  # its own trunk, number and room prefix (bench/run.py's tables)
 br.NUMBER[KIND] = "+15550303"
@@ -214,12 +212,7 @@ async def measure(n: int, env: dict[str, str], name: str, work: Path, a: Any) ->
     finally:
         await br.hang_up(calls)
         await leave_all(calls)
-        if w.proc.poll() is None:
-            w.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(w.proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                kill_group(w.proc)
+        await asyncio.to_thread(stop_worker, w, 20.0)  # SIGTERM, then the group SIGKILL
         text = w.text()
         out["subscription_warnings"] = text.count("could not change a subscription")
         out["errors_in_log"] = text.count('"level": "ERROR"')

@@ -40,7 +40,6 @@ import os
 import platform
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,10 +60,10 @@ from harness.rooms import AGENT, caller_number, rooms_with_callers
 from harness.stack import (
     WorkerProcess,
     die_with_parent,
-    kill_group,
     stack_env,
     stack_pids,
     start_worker,
+    stop_worker,
 )
 from worker.protocol import SIP_CALL_STATUS
 
@@ -365,12 +364,7 @@ async def measure(
                         }
                     )
     finally:
-        if w.proc.poll() is None:
-            w.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(w.proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                kill_group(w.proc)
+        await asyncio.to_thread(stop_worker, w, 20.0)  # SIGTERM, then the group SIGKILL
         with contextlib.suppress(ProcessLookupError):
             os.killpg(w.proc.pid, signal.SIGKILL)  # stray job processes
         out["worker_log"] = str(w.log_path)

@@ -220,12 +220,14 @@ def start_worker(
     argv: list[str] | None = None,
     inherit_env: bool = True,
     register_timeout: float = 60.0,
+    ready: str = "registered worker",
     **hold_env: str,
 ) -> WorkerProcess:
     """Start a worker (ours by default, or `cmd` run by this Python, e.g. the
     benchmark's baseline, or a whole `argv`, e.g. the container image's entry
     in a chroot, with `inherit_env=False` so that only `env` reaches it) and
-    return once it has registered with the server."""
+    return once it has registered with the server (once its log says `ready`:
+    another of our processes, such as a guardian, says something else)."""
     hold_env.setdefault("HOLD_HTTP_PORT", "0")
     log_path = log_dir / f"worker-{int(time.time() * 1000)}.log"
     full_env = {**(os.environ if inherit_env else {}), **env, **hold_env, "PYTHONUNBUFFERED": "1"}
@@ -245,12 +247,12 @@ def start_worker(
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited with {proc.returncode}:\n{w.text()[-3000:]}")
-        if "registered worker" in w.text():
+        if ready in w.text():
             return w
         time.sleep(0.1)
     stop_worker(w)
     raise RuntimeError(
-        f"worker did not register within {register_timeout:g} s:\n{w.text()[-3000:]}"
+        f"worker not ready ({ready!r}) within {register_timeout:g} s:\n{w.text()[-3000:]}"
     )
 
 

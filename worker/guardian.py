@@ -109,6 +109,28 @@ def is_human_agent(m: Member, rule: AgentRule) -> bool:
     )
 
 
+def caller_present(members: Iterable[Member]) -> bool:
+    """The caller's SIP participant is in the room and has not hung up."""
+    callers = [m for m in members if m.kind == SIP and not m.disconnected]
+    return bool(callers) and not any(m.attributes.get(SIP_CALL_STATUS) == "hangup" for m in callers)
+
+
+async def list_members(
+    lk: Any, room: str, retrying: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+) -> list[api.ParticipantInfo] | None:
+    """The room's participants (LiveKit API, retried); None if the room is gone."""
+    try:
+        resp = await retrying(
+            "list participants",
+            lambda: lk.room.list_participants(api.ListParticipantsRequest(room=room)),
+        )
+    except api.TwirpError as e:
+        if e.code == api.TwirpErrorCode.NOT_FOUND:
+            return None
+        raise
+    return list(resp.participants)
+
+
 def redispatch_reason(
     left: Member,
     remaining: Iterable[Member],
@@ -135,8 +157,7 @@ def redispatch_reason(
     else:
         return None
     members = [m for m in remaining if not m.disconnected]
-    callers = [m for m in members if m.kind == SIP]
-    if not callers or any(m.attributes.get(SIP_CALL_STATUS) == "hangup" for m in callers):
+    if not caller_present(members):
         return None  # the caller is gone too
     for m in members:
         if m.kind == AGENT and (
@@ -393,18 +414,10 @@ class Guardian:
         room = event.room.name
         left = _left_member(event)
         async with self.api_factory() as lk:
-            try:
-                resp = await self._retry(
-                    "list participants",
-                    lambda: lk.room.list_participants(api.ListParticipantsRequest(room=room)),
-                )
-            except api.TwirpError as e:
-                if e.code == api.TwirpErrorCode.NOT_FOUND:
-                    return "room gone"
-                raise
-            members = [
-                member_of(p) for p in resp.participants if p.identity != event.participant.identity
-            ]
+            people = await list_members(lk, room, self._retry)
+            if people is None:
+                return "room gone"
+            members = [member_of(p) for p in people if p.identity != event.participant.identity]
             reason = redispatch_reason(left, members, self.rule, self.agent_name)
             if reason is None:
                 return "not needed"

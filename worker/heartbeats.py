@@ -34,13 +34,14 @@ from livekit import api
 
 from .guardian import (
     AGENT,
-    SIP,
     ApiFactory,
     Claims,
     LocalClaims,
     Member,
     RetryPolicy,
+    caller_present,
     claim_key,
+    list_members,
     masked,
     member_of,
     redispatch_reason,
@@ -51,7 +52,6 @@ from .protocol import (
     ATTR_STATE,
     GUARDIAN_DISPATCH_METADATA,
     GUARDIAN_OWNER_PREFIX,
-    SIP_CALL_STATUS,
 )
 from .registry import Registry
 from .roles import AgentRule
@@ -64,11 +64,6 @@ RECHECK_S = 2.0  # a stale call that needs no takeover now (a live agent): looke
 FAST_RETRY = RetryPolicy(delays=(0.1, 0.25, 0.5, 1.0), attempt_timeout_s=2.0, budget_s=5.0)
 
 T = TypeVar("T")
-
-
-def caller_present(members: list[Member]) -> bool:
-    callers = [m for m in members if m.kind == SIP and not m.disconnected]
-    return bool(callers) and not any(m.attributes.get(SIP_CALL_STATUS) == "hangup" for m in callers)
 
 
 class HeartbeatWatch:
@@ -152,17 +147,11 @@ class HeartbeatWatch:
             return "takeover in flight"  # the dispatched replica writes it, or it expires
         age_ms = now_ms - int(rec.get("heartbeat") or 0)
         async with self.api_factory() as lk:
-            try:
-                resp = await self._retry(
-                    "list participants",
-                    lambda: lk.room.list_participants(api.ListParticipantsRequest(room=room)),
-                )
-            except api.TwirpError as e:
-                if e.code != api.TwirpErrorCode.NOT_FOUND:
-                    raise
+            people = await list_members(lk, room, self._retry)
+            if people is None:
                 await self.registry.forget(cid, rec.get("store", ""))
                 return "room gone"
-            members = [member_of(p) for p in resp.participants if p.identity != owner]
+            members = [member_of(p) for p in people if p.identity != owner]
             if not caller_present(members):
                 await self.registry.forget(cid, rec.get("store", ""))
                 return "caller gone"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,14 +22,7 @@ from livekit import api
 from harness.analysis import CallerAudio, write_tone_wav
 from harness.rooms import held_by_worker
 from harness.scenario import start_caller
-from harness.stack import (
-    REPO,
-    die_with_parent,
-    kill_group,
-    restart_service,
-    start_worker,
-    stop_worker,
-)
+from harness.stack import REPO, WorkerProcess, restart_service, start_worker, stop_worker
 from worker.protocol import REGISTRY_HEARTBEATS
 from worker.registry import call_id, call_key
 
@@ -53,45 +45,18 @@ def guardian_log() -> str:
     return GUARDIAN_LOG.read_text(errors="replace") if GUARDIAN_LOG.exists() else ""
 
 
-class SecondGuardian:
+def second_guardian(lk_env: dict[str, str], work: Path) -> WorkerProcess:
     """Another `python -m worker guardian` (no webhooks reach it: only its
     heartbeat watch acts)."""
-
-    def __init__(self, lk_env: dict[str, str], work: Path) -> None:
-        self.log_path = work / "guardian2.log"
-        env = {
-            **os.environ,
-            **lk_env,
-            "HOLD_REDIS_URL": redis_url(),
-            "HOLD_GUARDIAN_PORT": "7891",
-            "PYTHONUNBUFFERED": "1",
-        }
-        with open(self.log_path, "wb") as f:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "guardian"],
-                cwd=REPO,
-                env=env,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        deadline = time.time() + 20
-        while "heartbeat watch on" not in self.text() and time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"guardian exited: {self.text()[-2000:]}")
-            time.sleep(0.1)
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                kill_group(self.proc)
+    return start_worker(
+        lk_env,
+        work,
+        argv=[sys.executable, "-m", "worker", "guardian"],
+        register_timeout=20.0,
+        ready="heartbeat watch on",
+        HOLD_REDIS_URL=redis_url(),
+        HOLD_GUARDIAN_PORT="7891",
+    )
 
 
 class RoomWatch:
@@ -172,7 +137,7 @@ async def test_sigkill_five_calls_hold_back_within_3_s(lk_env, lkapi, work_dir):
         await wait_registered(rooms)
         old = {room: (await records([room]))[room]["owner"] for room in rooms}
         w2 = start_worker(lk_env, work_dir, **env)  # the replica that survives
-        g2 = SecondGuardian(lk_env, work_dir)
+        g2 = second_guardian(lk_env, work_dir)
         watch = RoomWatch(lkapi, rooms)
         await asyncio.sleep(2.0)
         killed_at = time.time()
@@ -213,7 +178,7 @@ async def test_sigkill_five_calls_hold_back_within_3_s(lk_env, lkapi, work_dir):
         if w2 is not None:
             stop_worker(w2)
         if g2 is not None:
-            g2.stop()
+            stop_worker(g2)
 
 
 async def test_sigstop_2_5_s_taken_over_once_and_the_resumed_worker_leaves_silently(
