@@ -149,7 +149,7 @@ class CallSession:
             self.room,
             settings.agent_rule,
             self.log,
-            emit=self._emit,
+            emit=self._events.put_nowait,
             on_caller=self._on_caller,
             on_audio_published=self._on_audio_published,
         )
@@ -172,9 +172,9 @@ class CallSession:
             self.log,
         )
         self._orphaned = False  # given up with the caller still there (see _close)
-        self._room_lost = False
         self._taken_over = False  # the registry says another worker holds the call
         self._side: set[asyncio.Task[None]] = set()  # subscription changes in flight
+        self._subscriptions = asyncio.Lock()  # the caller's subscriptions, one change at a time
         self.monitor: Any = None  # MediaMonitor while watching the caller's media
         self._media: Verdict | None = None
         self._store_task: asyncio.Task[None] | None = None
@@ -222,11 +222,6 @@ class CallSession:
                 continue
             for action in self.lifecycle.handle(item, self.clock()):
                 await self._do(action)
-
-    def _emit(self, event: Event) -> None:
-        if isinstance(event, RoomClosed):
-            self._room_lost = True
-        self._events.put_nowait(event)
 
     def view(self) -> CallView:
         """The call as others see it (publisher.py)."""
@@ -288,13 +283,15 @@ class CallSession:
                 await self._bring_up_hold(fade_in_ms=self.settings.fade_ms)
         elif isinstance(action, HoldForAgent):
             self.log.info("on hold by the agent: hold audio back", extra={"agent": action.agent})
+            # the store is cut off first: a slow or retried publication of the
+            # hold track must not leave the caller hearing the shop floor
+            await self._caller_hears_agents(False)
             await self._cancel_fade()
             if self.hold.published and self.hold.player is not None:
                 await self.hold.player.resume(self.settings.fade_ms)
             else:
                 self._wake_up()
                 await self._bring_up_hold(fade_in_ms=self.settings.fade_ms)
-            await self._caller_hears_agents(False)
         elif isinstance(action, ResumeForAgent):
             self.log.info("the agent resumes the call", extra={"agent": action.agent})
             await self._caller_hears_agents(True)
@@ -382,10 +379,20 @@ class CallSession:
             if pub.kind == rtc.TrackKind.KIND_AUDIO
         ]
 
-    async def _caller_hears_agents(self, on: bool, sids: list[str] | None = None) -> None:
+    async def _caller_hears_agents(
+        self, on: bool, sids: list[str] | None = None, *, if_on_hold: bool = False
+    ) -> None:
         """Subscribe the caller's SIP participant to the agents' audio, or not
         (LiveKit's server-side UpdateSubscriptions: livekit-sip then mixes
-        only what it is subscribed to)."""
+        only what it is subscribed to). One change at a time, in order: a cut
+        of a newly published track (`if_on_hold`) that comes after a resume
+        finds the hold over and changes nothing."""
+        async with self._subscriptions:
+            if if_on_hold and self.lifecycle.state is not State.ON_HOLD:
+                return
+            await self._update_subscriptions(on, sids)
+
+    async def _update_subscriptions(self, on: bool, sids: list[str] | None) -> None:
         caller = self.people.caller
         sids = self._agent_audio_sids() if sids is None else sids
         if caller is None or not sids:
@@ -402,9 +409,12 @@ class CallSession:
     def _on_audio_published(
         self, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
     ) -> None:
-        """A track published while the caller is on hold is cut from them too."""
+        """A track published (or brought in by someone joining) while the caller
+        is on hold is cut from them too."""
         if self.lifecycle.state is State.ON_HOLD and p.identity != self.people.caller:
-            task = asyncio.create_task(self._caller_hears_agents(False, [pub.sid]), name="hold-cut")
+            task = asyncio.create_task(
+                self._caller_hears_agents(False, [pub.sid], if_on_hold=True), name="hold-cut"
+            )
             self._side.add(task)
             task.add_done_callback(self._side.discard)
 
@@ -544,12 +554,12 @@ class CallSession:
         unfinished = self.lifecycle.state is not State.DONE  # an error, a cancellation
         if unfinished:
             metrics.CALLS.labels(state=str(self.lifecycle.state)).dec()
-        # given up with the caller (as far as we know) still there: the
-        # registry makes the call stale at once for a guardian to move it
+        # given up without the caller having left (perhaps before we even saw
+        # them): the registry makes the call stale at once, and a guardian
+        # looks whether a caller is there to move
         self._orphaned = (
-            (unfinished or self._room_lost)
+            (unfinished or self.people.room_lost)
             and not self._taken_over
-            and self.people.caller is not None
             and not self.people.caller_gone
         )
         self.people.unbind()

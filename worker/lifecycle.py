@@ -14,7 +14,7 @@
     caller on hold: ─► ON_HOLD (hold audio back, every agent's audio cut from
     the caller, live agent audio does not fade it); resume ─► the agents heard
     again and the fade ─► HANDING_OFF (HOLDING if no agent audio is live);
-    every agent gone while ON_HOLD ─► HOLDING.
+    every agent gone while ON_HOLD ─► HOLDING (what was cut given back).
 
 The adapter (call.py) keeps the hold track published (silent) through
 SETTLING, so hold audio comes back at once if the agent drops right after
@@ -370,6 +370,8 @@ class CallLifecycle:
                 self.state = State.HOLDING
                 self.held_by = ""
                 self.hold_started_at = now
+                # give back what was cut (an agent who joined meanwhile)
+                return [ResumeForAgent("")]
             return []  # an agent's live microphone does not end an agent's hold
 
         if self.state is State.WAITING:

@@ -52,6 +52,20 @@ def audio_live(p: rtc.RemoteParticipant) -> bool:
     )
 
 
+# Disconnects that end the room for us on purpose (deleted or closed by the
+# server, our own leave, removed by the API, as a guardian's takeover does);
+# any other reason (a network failure, a server shutdown) loses a call that
+# may still have a caller.
+_ROOM_GONE = frozenset(
+    {
+        rtc.DisconnectReason.ROOM_DELETED,
+        rtc.DisconnectReason.ROOM_CLOSED,
+        rtc.DisconnectReason.CLIENT_INITIATED,
+        rtc.DisconnectReason.PARTICIPANT_REMOVED,
+    }
+)
+
+
 def set_subscribed(pub: rtc.RemoteTrackPublication, on: bool, log: Log) -> None:
     try:
         pub.set_subscribed(on)
@@ -81,6 +95,7 @@ class RoomEvents:
         self.caller_masked = ""
         self.caller_number = ""  # the full number: for the registry only, never logged
         self.caller_gone = False  # the caller hung up or left
+        self.room_lost = False  # our connection to the room ended unasked
         self.quiet = False  # handed over: new audio tracks are not subscribed
         self._seen: set[str] = set()  # participants already classified as joined
         self._agents: set[str] = set()  # human agents present
@@ -181,6 +196,10 @@ class RoomEvents:
         if p.identity in self._seen:
             return  # replayed after the publish, or a duplicate event
         self._seen.add(p.identity)
+        if self._on_audio_published is not None:  # tracks it joined with
+            for pub in p.track_publications.values():
+                if pub.kind == rtc.TrackKind.KIND_AUDIO:
+                    self._on_audio_published(pub, p)
         role = self._role(p)
         if role is Role.CALLER and self.caller is None:
             self.caller = p.identity
@@ -247,4 +266,5 @@ class RoomEvents:
             self._emit(AgentAudio(p.identity, live=live))
 
     def _on_disconnected(self, reason: Any) -> None:
+        self.room_lost = self.room_lost or reason not in _ROOM_GONE
         self._emit(RoomClosed(f"room disconnected ({reason})"))

@@ -135,6 +135,8 @@ class FakeLocalParticipant:
         if w.publish_failures > 0:
             w.publish_failures -= 1
             raise RuntimeError("injected: publication timed out")
+        if not w.room.connected:  # as the SDK: no publication without a room
+            raise RuntimeError("publish_track: the room is not connected")
         sid = f"TR_local_{next(_sids)}"
         track.source._drain()
         track.source.published = True
@@ -189,8 +191,9 @@ class FakeRoom:
 
     # -- what the server would do ------------------------------------------
 
-    def close(self, reason: str = "room closed") -> None:
-        """The server closes the room: our tracks go with it."""
+    def close(self, reason: int = rtc.DisconnectReason.ROOM_DELETED) -> None:
+        """The server closes the room (or the connection is lost: another
+        reason): our tracks go with it."""
         self.connected = False
         for track in self.local_participant.published.values():
             track.source._drain()

@@ -6,7 +6,10 @@ or after the hold track's publication, and hangs up by leaving or by
 `sip.callStatus`; human agents join by identity prefix or get `role=agent`
 later, publish muted or not, mute, unmute, unpublish, leave; publications
 fail or are slow; store resolution is slow or fails; media verdicts arrive;
-the hold player dies; time passes). Virtual time (looptime) runs the worker's
+the hold player dies; an agent puts the caller on hold and resumes, by a
+control message from the server or from the agent; the registry says another
+worker took the call over; the job is cancelled (the drain timeout); the room
+connection is lost; time passes). Virtual time (looptime) runs the worker's
 own timers and the fake audio source plays its queue at 48 kHz of that time,
 so every sample the caller would hear is recorded (tests/unit/fakeroom.py).
 
@@ -15,11 +18,18 @@ After every step of time these must hold for the heard audio:
   level within the fade time (plus a publication's delay) of that becoming
   true; after a handoff, with a muted agent still present, within the quiet
   time (HOLD_AGENT_QUIET_S);
-- an agent's audio live: hold audio silent from the end of the fade on;
+- an agent's audio live: hold audio silent from the end of the fade on
+  (from a resume's fade, after an agent's hold);
+- on an agent's hold: hold audio at full level within the fade (plus a
+  publication) even with an agent's microphone live, and every agent track
+  cut from the caller (UpdateSubscriptions); after a resume, every agent
+  track given back;
 - no step between consecutive samples larger than a fade's steepest one (no
   click), through fades, resumes, re-publications and store switches;
 - at most one media monitor and one store resolution at a time;
-- the call ends only with the caller gone, hung up or transferred; after it
+- the call ends only with the caller gone, hung up or transferred, or taken
+  over by another worker, or given up (cancelled, room lost) with the call
+  marked orphaned for a guardian; a normal end is never orphaned; after it
   ends nothing is left running, no track is published and the final state
   is the lifecycle's.
 """
@@ -41,11 +51,14 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from livekit import rtc
 
 from tests.unit.fakeroom import FakeParticipant, FakePublication, World, caller
 from worker.hold.audio import SAMPLE_RATE
 from worker.lifecycle import CallPolicy, State
 from worker.media.detector import Inbound
+from worker.protocol import CONTROL_TOPIC
+from worker.publisher import CallView
 from worker.settings import Settings
 
 FADE_MS = 400
@@ -59,6 +72,28 @@ EXAMPLES = int(os.environ.get("CALL_MODEL_EXAMPLES", "2000"))
 # Time that passes after a room event before the next step: races within a
 # fade (400 ms) and a chunk (500 ms) need events this close together.
 AFTER = st.sampled_from([0.0, 0.0, 0.05, 0.15, 0.3])
+HAS_CALL = (State.HANDING_OFF, State.SETTLING, State.MONITORING)
+
+
+class FinalView:
+    """A publisher sink that keeps the call's final view (its end)."""
+
+    def __init__(self) -> None:
+        self.final: CallView | None = None
+        self.ends = 0
+
+    async def state(self, _v: CallView) -> None:
+        pass
+
+    async def store(self, _v: CallView) -> None:
+        pass
+
+    async def media(self, _v: CallView, _f: object) -> None:
+        pass
+
+    async def ended(self, v: CallView) -> None:
+        self.final = v
+        self.ends += 1
 
 
 @dataclass
@@ -87,6 +122,8 @@ class Since:
     caller: float | None = None
     handed: bool = False  # an agent was live while the caller was there
     player_failed_at: float | None = None
+    held_at: float | None = None  # an agent's hold began (lifecycle ON_HOLD)
+    resumed_at: float | None = None  # an agent's hold ended
     events: list[str] = field(default_factory=list)
 
 
@@ -161,7 +198,13 @@ class CallModel(RuleBasedStateMachine):
             w.room.remote_participants[self.caller_p.identity] = self.caller_p
             self._caller_arrives()
         self.draining = False
-        self.session = w.session(self.settings, is_draining=lambda: self.draining)
+        self.taken_over = False
+        self.given_up: str | None = None  # "cancelled" | "room lost"
+        self.caller_at_end: str | None = None  # the caller's state when the call ended
+        self.record = FinalView()
+        self.session = w.session(
+            self.settings, is_draining=lambda: self.draining, sinks=[self.record]
+        )
         self.task = w.loop.create_task(self.session.run())
         w.run_for(0.01)
         if early_caller == "during_publish":
@@ -211,6 +254,16 @@ class CallModel(RuleBasedStateMachine):
         elif self.since.agent_present:
             self.since.agent_present = False
             self.since.no_agent = self.now
+        on_hold = not self.task.done() and self.session.lifecycle.state is State.ON_HOLD
+        if on_hold and self.since.held_at is None:
+            # a hold request queued behind other events, obeyed once an agent had the call
+            self.since.held_at = self.now
+            self._note("agent's hold (queued request)")
+        if self.since.held_at is not None and not on_hold:
+            # the hold ended without a resume (every agent left, the call ended)
+            self.since.held_at = None
+            self.since.resumed_at = self.now
+            self._note("agent's hold over")
         if self.caller_state == "present" and self.caller_p.identity not in (
             self.w.room.remote_participants if self.w else {}
         ):
@@ -345,6 +398,87 @@ class CallModel(RuleBasedStateMachine):
         self.w.room.leave(name)
         self._step_done(after)
 
+    # ---- an agent's hold and resume ------------------------------------------------
+
+    @rule(
+        name=st.sampled_from(AGENTS),
+        hold=st.booleans(),
+        via=st.sampled_from(["server", "agent"]),
+        after=AFTER,
+    )
+    def agent_holds(self, name: str, hold: bool, via: str, after: float) -> None:
+        """A control message (the desk through SendData, or the agent itself)."""
+        import json
+        from types import SimpleNamespace
+
+        a = self.agents.get(name)
+        if a is None or self.w is None or self.task.done():
+            return
+        settled = self.session._events.empty()  # no room event still queued
+        before = self.session.lifecycle.state
+        sender = None if via == "server" else a.p
+        packet = SimpleNamespace(
+            data=json.dumps({"action": "hold" if hold else "resume", "agent": name}).encode(),
+            topic=CONTROL_TOPIC,
+            participant=sender,
+            kind=0,
+        )
+        self._note(f"{'hold' if hold else 'resume'} by {name} via {via}")
+        self.w.room.emit("data_received", packet)
+        self.w.run_for(0.01)
+        now_state = self.session.lifecycle.state
+        obeyed = via == "server" or a.recognised
+        if settled and hold and not obeyed and before is not State.ON_HOLD:
+            assert now_state is not State.ON_HOLD, "a control from a non-agent was obeyed"
+        if settled and hold and obeyed and before in HAS_CALL and not self.task.done():
+            assert now_state is State.ON_HOLD, f"hold refused in {before}"
+        if settled and hold and before in (State.WAITING, State.HOLDING):
+            assert now_state is not State.ON_HOLD, f"hold accepted in {before}"
+        if now_state is State.ON_HOLD and self.since.held_at is None:
+            self.since.held_at = self.now
+        if before is State.ON_HOLD and now_state is not State.ON_HOLD:
+            self.since.held_at = None
+            self.since.resumed_at = self.now
+        self._step_done(after)
+
+    @rule(
+        name=st.sampled_from(AGENTS),
+        via=st.sampled_from(["server", "agent"]),
+        hold_for=st.sampled_from([0.2, 1.0, 4.0]),
+        then=st.sampled_from(["resume", "leave", "stay"]),
+    )
+    def agent_puts_caller_on_hold(self, name: str, via: str, hold_for: float, then: str) -> None:
+        """An agent takes the call, puts the caller on hold while still
+        talking (a live microphone at the store), then resumes, leaves or
+        leaves the caller on hold: the path through ON_HOLD."""
+        self.agent_takes_call(name, 4.0)
+        self.agent_holds(name, True, via, hold_for)
+        if then == "resume":
+            self.agent_holds(name, False, via, 0.0)
+        elif then == "leave":
+            self.agent_leaves(name, 0.0)
+
+    # ---- the call given up or taken away ----------------------------------------------
+
+    @rule(how=st.sampled_from(["-", "-", "-", "-", "taken over", "cancelled", "room lost"]))
+    def call_taken_away(self, how: str) -> None:
+        """The registry says another worker holds the call now, the job is
+        cancelled (the drain timeout) or the room connection is lost. Rarer
+        than other steps ("-": nothing), so most histories go on."""
+        if how == "-" or self.w is None or self.task.done():
+            return
+        self._note(how)
+        if how == "taken over":
+            self.taken_over = True
+            self.session._on_taken_over()
+        else:
+            self.given_up = how
+            if how == "cancelled":
+                self.task.cancel()
+            else:
+                self.w.room.close(rtc.DisconnectReason.CONNECTION_TIMEOUT)
+        self._step_done(0.05)
+
     # ---- the worker's surroundings ---------------------------------------------
 
     @rule(inbound=st.sampled_from([Inbound.OK, Inbound.MISSING, Inbound.SILENT]), after=AFTER)
@@ -399,9 +533,9 @@ class CallModel(RuleBasedStateMachine):
         assert self.w is not None
         t0, t1 = self.checked, self.now
         self.checked = t1
-        ended = self.task.done()
+        ended = self.task.done() or self.given_up is not None or self.taken_over
         if self.caller_state != "present" or ended or self.since.caller is None:
-            return
+            return  # (a room lost, a takeover: what the caller hears is another worker's)
         if self.first_sound is None:
             on = np.nonzero(self.w.gains(self.since.caller, t1) > 0.5)[0]
             if on.size:
@@ -410,10 +544,18 @@ class CallModel(RuleBasedStateMachine):
         publish_wait = self.w.publish_delay
         if self.failures_injected:
             publish_wait = 1.5 + 3 * self.w.publish_delay
-        if self.since.live is not None:
-            # an agent is live: silence from the end of the fade on
-            # (the worker sees the room once its first publication is done)
-            start = max(self.since.live, self.since.caller) + FADE_S + SLACK_S + publish_wait
+        held = self.since.held_at
+        if held is not None and held + SLACK_S < t1:
+            self._check_cut_off(cut=True)
+        elif held is None and self.since.resumed_at is not None:
+            if self.since.resumed_at + SLACK_S < t1:
+                self._check_cut_off(cut=False)
+        if self.since.live is not None and held is None:
+            # an agent is live: silence from the end of the fade on (after a
+            # resume, of its fade; the worker sees the room once its first
+            # publication is done)
+            begun = max(self.since.live, self.since.caller, self.since.resumed_at or 0.0)
+            start = begun + FADE_S + SLACK_S + publish_wait
             if start < t1:
                 seg = self.w.gains(max(start, t0), t1)
                 if seg.size and float(seg.max()) > 0.002:
@@ -421,13 +563,17 @@ class CallModel(RuleBasedStateMachine):
         else:
             allowance = FADE_S + publish_wait + SLACK_S
             muted_agent_present = any(a.recognised for a in self.agents.values())
-            if self.since.handed and muted_agent_present:
+            if self.since.handed and muted_agent_present and held is None:
                 if self.quiet == 0:
                     allowance = math.inf  # only leaving brings hold back
                 else:
                     allowance += self.settle + self.quiet + publish_wait
             since = max(self.since.no_live, self.since.caller)
-            if self.since.handed:
+            if held is not None:
+                # an agent's hold: hold audio whatever their microphone does
+                since = max(held, self.since.caller)
+                allowance = FADE_S + publish_wait + SLACK_S
+            elif self.since.handed:
                 # after a handoff, muted agents keep hold away until they leave
                 since = max(since, self.since.no_agent)
             start = since + allowance
@@ -457,6 +603,23 @@ class CallModel(RuleBasedStateMachine):
                             f"click: gain step {steps[i]:.4f} at {a + i / SAMPLE_RATE:.4f} s"
                         )
 
+    def _check_cut_off(self, *, cut: bool) -> None:
+        """On an agent's hold, the caller is unsubscribed from every agent
+        track; after the resume, subscribed again (the last change per track)."""
+        assert self.w is not None
+        last: dict[str, bool] = {}
+        for identity, sids, on in self.w.ctx.api.room.subscriptions:
+            assert identity == self.caller_p.identity, "someone else's subscriptions changed"
+            for sid in sids:
+                last[sid] = on
+        for a in self.agents.values():
+            if a.pub is None or not a.recognised:
+                continue
+            if cut and last.get(a.pub.sid, True):
+                self._fail(f"on hold, the caller still hears {a.p.identity}'s track")
+            if not cut and last.get(a.pub.sid, True) is False:
+                self._fail(f"resumed, the caller still cannot hear {a.p.identity}'s track")
+
     @invariant()
     def resources(self) -> None:
         if self.w is None:
@@ -465,15 +628,34 @@ class CallModel(RuleBasedStateMachine):
         assert len(open_monitors) <= 1, f"{len(open_monitors)} media monitors at once"
         assert self.w.resolve_calls <= 1, "the store was resolved twice"
         if self.task.done():
+            if self.caller_at_end is None:
+                self.caller_at_end = self.caller_state
             self._check_ended()
 
     def _check_ended(self) -> None:
         assert self.w is not None
-        exc = self.task.exception()
-        if exc is not None:
-            raise exc
-        if self.caller_state == "present" and self.caller_p.identity in (
-            self.w.room.remote_participants
+        if not self.task.cancelled():
+            exc = self.task.exception()
+            if exc is not None:
+                raise exc
+        final = self.record.final
+        assert final is not None and self.record.ends == 1, "the end published once"
+        # Orphaned (a guardian looks at once): required when the worker gave
+        # the call up with the caller there; forbidden on a normal end, a
+        # takeover, or when the worker knew the caller had left; either is
+        # fine otherwise (no caller yet, or one who left unseen: the guardian
+        # finds nobody and forgets the call).
+        gave_up = self.given_up is not None and (
+            self.task.cancelled() or self.given_up == "room lost"
+        )
+        expect_orphan = gave_up and not self.taken_over and self.caller_at_end == "present"
+        may_orphan = gave_up and not self.taken_over and not self.session.people.caller_gone
+        if final.orphaned != expect_orphan and not (may_orphan and final.orphaned):
+            self._fail(f"final view orphaned={final.orphaned}, expected {expect_orphan}")
+        if (
+            self.caller_at_end == "present"  # (a caller who came after the end: not its call)
+            and not (self.taken_over or expect_orphan)
+            and (self.caller_p.identity in self.w.room.remote_participants)
         ):
             hung_up = self.caller_p.identity in self.w.ctx.api.room.removed
             reason = self.session.lifecycle.end_reason
@@ -517,6 +699,8 @@ class CallModel(RuleBasedStateMachine):
                     w.room.close()
                     w.run_for(3.0)
             assert self.task.done(), "the call did not end after the caller left"
+            if self.caller_at_end is None:
+                self.caller_at_end = self.caller_state
             w.run_for(0.1)
             self._check_ended()
         finally:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from livekit import rtc
 
 from tests.unit.fakeroom import FakeParticipant, World, caller, constant_audio
 from worker.hold.track import HoldTrack
@@ -78,7 +79,7 @@ def test_room_events_tell_who_is_who(world: World) -> None:
         AgentAudio("agent-1", live=True),
         AgentPresence("agent-1", present=False),
         CallerLeft("caller hung up"),
-        RoomClosed("room disconnected (room closed)"),
+        RoomClosed(f"room disconnected ({rtc.DisconnectReason.ROOM_DELETED})"),
     ]
 
 
@@ -309,7 +310,7 @@ def test_a_lost_room_connection_is_orphaned_but_a_taken_over_call_is_not() -> No
     w = World()
     try:
         _sess, task, rec = held_call(w)
-        w.room.close("connection lost")
+        w.room.close(rtc.DisconnectReason.CONNECTION_TIMEOUT)
         w.run_for(1.0)
         assert task.done() and rec.final is not None and rec.final.orphaned
     finally:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from livekit import rtc
 
-from tests.unit.fakeroom import FakeParticipant, World, caller
+from tests.unit.fakeroom import FakeParticipant, FakePublication, World, caller
 from worker.hold.audio import SAMPLE_RATE
 from worker.lifecycle import CallPolicy, State
 from worker.roles import AgentRule, Role, classify
@@ -371,3 +371,51 @@ def test_control_from_the_caller_or_a_stranger_is_refused(world: World) -> None:
     world.run_for(1.0)
     assert sess.lifecycle.state is State.MONITORING  # type: ignore[attr-defined]
     assert world.ctx.api.room.subscriptions == []
+
+
+def test_on_hold_an_agent_joining_with_a_live_track_is_cut_and_given_back(world: World) -> None:
+    """Found by the model test: a track a participant joined with (no
+    track_published event) was heard by the caller on hold; and when every
+    agent left the hold, a track cut meanwhile was never given back."""
+    sess, _task = start(world, settings(handoff_settle_s=1.0))
+    c = caller()
+    world.room.join(c)
+    world.run_for(1.0)
+    a = agent(world, "agent-a")
+    world.run_for(3.0)
+    control(world, "hold")
+    world.run_for(0.5)
+    # a colleague and someone listening in join with their microphones on
+    subs = world.ctx.api.room.subscriptions
+    cut = []
+    for name in ("agent-b", "web-listener"):
+        p = FakeParticipant(name)
+        pub = FakePublication(muted=False)
+        p.track_publications[pub.sid] = pub
+        world.room.join(p)
+        world.run_for(0.2)
+        assert subs[-1] == (c.identity, [pub.sid], False), name
+        cut.append(pub.sid)
+    world.room.leave("agent-b")
+    world.room.leave(a.identity)
+    world.run_for(0.5)
+    assert sess.lifecycle.state is State.HOLDING  # type: ignore[attr-defined]
+    # the hold is over with every agent gone: the listener is heard again
+    assert subs[-1] == (c.identity, [cut[1]], True)
+
+
+def test_hold_cuts_the_agents_before_a_slow_publication_of_hold_audio(world: World) -> None:
+    """Found by the model test: the cut waited for the hold track's
+    (retried) publication, so the caller heard the shop floor meanwhile."""
+    sess, _task = start(world, settings(handoff_settle_s=0.5))
+    c = caller()
+    world.room.join(c)
+    world.run_for(1.0)
+    agent(world, "agent-a")
+    world.run_for(3.0)
+    assert sess.lifecycle.state is State.MONITORING  # type: ignore[attr-defined]
+    world.publish_delay = 0.3
+    world.publish_failures = 1  # republishing takes 0.3 + 0.5 + 0.3 s
+    control(world, "hold")
+    world.run_for(0.1)
+    assert world.ctx.api.room.subscriptions[-1][2] is False

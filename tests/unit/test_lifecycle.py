@@ -468,7 +468,8 @@ def test_every_agent_gone_while_on_hold_is_an_ordinary_hold() -> None:
     m = handed_over()
     m.handle(AgentHold("agent-1", hold=True), 20.0)
     acts = m.handle(AgentPresence("agent-1", present=False), 25.0)
-    assert kinds(acts) == [StateChanged] and m.state is State.HOLDING and m.held_by == ""
+    assert kinds(acts) == [StateChanged, ResumeForAgent]  # gives back what was cut
+    assert m.state is State.HOLDING and m.held_by == ""
 
 
 def test_hold_mid_fade_stales_the_fade_and_hold_is_ignored_where_nobody_has_the_call() -> None:
