@@ -435,10 +435,10 @@ class RegistrySink:
             self._task = asyncio.create_task(self._beat(), name="hold-registry")
 
     async def store(self, view: CallView) -> None:
-        await self.state(view)
+        pass  # the publisher marks the view changed too: state() writes it once
 
     async def media(self, view: CallView, fields: Mapping[str, Any]) -> None:
-        await self.state(view)
+        pass  # (as for store: one write per change, not two)
 
     async def ended(self, view: CallView) -> None:
         """The call's end: the record goes; or, given up alive (`orphaned`),

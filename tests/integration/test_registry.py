@@ -289,3 +289,21 @@ async def test_guardian_claims_survive_a_redis_restart(
         assert await claims.client.get("hold-guardian:claim:b") is not None
     finally:
         await claims.client.aclose()
+
+
+async def test_one_registry_write_per_change(registry: Registry) -> None:
+    """A media verdict or the store becoming known marks the view changed
+    once: one write, not one from the change and another from the news."""
+    from worker.publisher import CallPublisher
+
+    sink = RegistrySink(registry, FakeRoom(), on_taken_over=lambda: None, log=log, heartbeat_s=60)
+    pub = CallPublisher([sink], lambda: view(), log)
+    pub.start()
+    await asyncio.sleep(0.1)
+    first = sink.writes
+    pub.media({"media.verdict": "ok"})
+    await asyncio.sleep(0.1)
+    await pub.store_known()
+    await asyncio.sleep(0.1)
+    assert sink.writes - first <= 2, sink.writes - first  # two changes: at most two writes
+    await pub.aclose()
