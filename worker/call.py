@@ -161,6 +161,7 @@ class CallSession:
                 on_taken_over=self._on_taken_over,
                 log=self.log,
                 agent_name=settings.agent_name,
+                agent_prefix=settings.agent_identity_prefix,
             )
         self.publisher = CallPublisher(
             [
@@ -233,6 +234,7 @@ class CallSession:
             store=self.plan if self._store_known else None,
             caller_number=self.people.caller_number,
             orphaned=self._orphaned,
+            agents_left=tuple(self.people.agents_left.items()),
         )
 
     def _on_taken_over(self) -> None:

@@ -11,12 +11,19 @@ sees, takes and hangs up only calls of their stores.
     GET  /calls                  the agent's stores' waiting calls, longest wait first
     GET  /events                 the same as Server-Sent Events, sent on every change
     POST /calls/{id}/take        atomic; the winner gets a LiveKit token for the room
+    POST /calls/{id}/hold        the taker puts the caller on hold (hold audio, agents cut)
+    POST /calls/{id}/resume      ... and takes them off hold
+    POST /calls/{id}/transfer    {"store", "agent", "note"}: back into a line, on hold
     POST /calls/{id}/hangup      {"reason": "..."}: the caller is removed from the room
     GET  /calls/{id}/history     the agents' actions on the call
+    GET  /stores/{store}/waits   recent and average waits, abandoned calls
     GET  /openapi.json           this API as an OpenAPI 3 document
 
-Errors are JSON `{"error": "<one line>"}` with the status (401 no or bad
-token, 403 another store's call, 404 unknown call, 409 taken or not waiting).
+Hold and resume reach the call's hold worker as a `hold.control` data message
+(LiveKit SendData to its participant only). Errors are JSON `{"error": "<one
+line>"}` with the status (400 bad body, 401 no or bad token, 403 another
+store's call or another agent's, 404 unknown call or store, 409 taken, not
+waiting, or not in a state for the action).
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ import jwt
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from .protocol import DESK_EVENT_CALLS
+from .lifecycle import State
+from .protocol import CONTROL_TOPIC, DESK_EVENT_CALLS, GUARDIAN_OWNER_PREFIX
 from .registry import Registry, call_key, waiting_key
 from .settings import Settings
 from .stores import STORE_KEY
@@ -51,6 +59,8 @@ MIN_SECRET_BYTES = 32
 POLL_S = 0.25  # each event stream reads the registry this often
 KEEPALIVE_S = 15.0
 MAX_REASON = 200
+RECENT_WAITS = 10  # /stores/{store}/waits: the most recent taken calls' waits listed
+TALKING = frozenset({State.HANDING_OFF, State.SETTLING, State.MONITORING})
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 
 
@@ -163,6 +173,8 @@ class Desk:
     room_service: Any = None  # api.LiveKitAPI().room, or a fake; set at start if None
     token_ttl_s: int = 600
     show_caller_number: frozenset[str] = frozenset()  # stores whose agents see numbers
+    stores: frozenset[str] = frozenset()  # the store map's ids (transfer targets); empty: any
+    offer_s: int = 30  # a transfer to a named agent: only they may take it for this long
     identity_prefix: str = "agent-"
     role_attribute: str = "role=agent"
     poll_s: float = POLL_S
@@ -177,8 +189,12 @@ class Desk:
                 web.get("/calls", self.calls),
                 web.get("/events", self.events),
                 web.post("/calls/{id}/take", self.take),
+                web.post("/calls/{id}/hold", self.hold),
+                web.post("/calls/{id}/resume", self.resume),
+                web.post("/calls/{id}/transfer", self.transfer),
                 web.post("/calls/{id}/hangup", self.hangup),
                 web.get("/calls/{id}/history", self.history),
+                web.get("/stores/{store}/waits", self.waits),
             ]
         )
         return app
@@ -203,7 +219,7 @@ class Desk:
         rec = await self.registry.record(cid) if CALL_ID.match(cid) else {}
         if not rec:
             raise DeskError(404, f"no call {cid[:32]!r} is held")
-        self._may_see(agent, rec.get("store", ""))
+        self._may_see(agent, line_of(rec))
         return cid, rec
 
     @staticmethod
@@ -234,7 +250,7 @@ class Desk:
         out: list[dict[str, Any]] = []
         position: dict[str, int] = {}
         for (store, cid), rec in zip(ids, records, strict=True):
-            if not rec or rec.get("taken_by") or rec.get("store") != store:
+            if not rec or rec.get("taken_by") or line_of(rec) != store:
                 continue  # expired, taken meanwhile, or moved lines
             position[store] = position.get(store, 0) + 1
             out.append(self._call_json(cid, store, rec, position[store]))
@@ -253,8 +269,13 @@ class Desk:
             "media": rec.get("media", "pending"),
             "transferred": rec.get("transferred") == "1",
         }
-        if rec.get("transfer_note"):
-            call["transfer_note"] = rec["transfer_note"]
+        if call["transferred"]:
+            call["transfer_note"] = rec.get("transfer_note", "")
+            call["transferred_by"] = rec.get("transfer_from", "")
+            if rec.get("offered_to") and int(rec.get("offer_until") or 0) > time.time() * 1000:
+                call["offered_to"] = rec["offered_to"]
+        if rec.get("requeued"):
+            call["requeued"] = int(rec["requeued"])
         if store in self.show_caller_number and rec.get("caller_number"):
             call["caller_number"] = rec["caller_number"]
         return call
@@ -300,21 +321,29 @@ class Desk:
             return DeskError(409, f"the call is taken by {detail}", taken_by=detail)
         if outcome == "state":
             return DeskError(409, f"the call is not waiting (state {detail})")
+        if outcome == "offered":
+            return DeskError(409, f"the call is offered to {detail} for now", offered_to=detail)
+        if outcome == "not_taken":
+            return DeskError(409, "nobody has taken the call: take it first")
         return DeskError(409, "the call moved to another store's line")
 
     async def take(self, request: web.Request) -> web.Response:
         agent = self.agent(request)
         cid, rec = await self._call_of(request, agent)
-        outcome, detail = await self.registry.take(cid, agent.id, rec["store"])
+        line = line_of(rec)
+        outcome, detail, transferred_by = await self.registry.take(cid, agent.id, line)
         if outcome != "ok":
             raise self._refused(outcome, detail)
         room = rec["room"]
-        logger.info(f"desk: agent {agent.id} took call {cid} (store {rec['store']})")
+        if transferred_by and transferred_by != agent.id:
+            # the agent who transferred it leaves now; the worker holds meanwhile
+            await self._remove(room, f"{self.identity_prefix}{transferred_by}")
+        logger.info(f"desk: agent {agent.id} took call {cid} (store {line})")
         return _json(
             {
                 "id": cid,
                 "room": room,
-                "store": rec["store"],
+                "store": line,
                 "taken_at": int(detail),
                 "url": self.livekit.url,
                 "token": self.room_token(agent, room),
@@ -341,16 +370,12 @@ class Desk:
 
     async def hangup(self, request: web.Request) -> web.Response:
         agent = self.agent(request)
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise DeskError(400, 'body must be JSON: {"reason": "..."}') from None
-        reason = body.get("reason", "") if isinstance(body, dict) else None
-        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        body = await _body(request, '{"reason": "..."}')
+        reason = _field(body, "reason")
+        if not reason:
             raise DeskError(400, f"reason: required, one line of at most {MAX_REASON} characters")
-        reason = " ".join(reason.split())
         cid, rec = await self._call_of(request, agent)
-        outcome, detail = await self.registry.hang_up(cid, agent.id, rec["store"], reason)
+        outcome, detail = await self.registry.hang_up(cid, agent.id, line_of(rec), reason)
         if outcome == "taken":
             raise DeskError(403, f"the call is taken by {detail}", taken_by=detail)
         if outcome != "ok":
@@ -358,6 +383,127 @@ class Desk:
         removed = await self._remove_callers(rec["room"])
         logger.info(f"desk: agent {agent.id} hung up call {cid}: {reason}")
         return _json({"id": cid, "room": rec["room"], "reason": reason, "removed": removed})
+
+    async def hold(self, request: web.Request) -> web.Response:
+        return await self._control(request, hold=True)
+
+    async def resume(self, request: web.Request) -> web.Response:
+        return await self._control(request, hold=False)
+
+    async def _control(self, request: web.Request, *, hold: bool) -> web.Response:
+        """Hold or resume: the taker only, in a state that allows it; the
+        worker is told through LiveKit (it does the rest, as for its RPC)."""
+        agent = self.agent(request)
+        cid, rec = await self._call_of(request, agent)
+        state = rec.get("state", "")
+        if hold and state not in TALKING:
+            raise DeskError(409, f"the caller is not talking to an agent (state {state})")
+        if not hold and state != State.ON_HOLD:
+            raise DeskError(409, f"the caller is not on hold (state {state})")
+        owner = self._owner(rec)
+        outcome, detail = await self.registry.control(cid, agent.id, line_of(rec), hold=hold)
+        if outcome == "taken":
+            raise DeskError(403, f"the call is taken by {detail}", taken_by=detail)
+        if outcome != "ok":
+            raise self._refused(outcome, detail)
+        action = "hold" if hold else "resume"
+        await self._tell_worker(rec["room"], owner, action, agent)
+        logger.info(f"desk: agent {agent.id}: {action} call {cid}")
+        return _json({"id": cid, "action": action})
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        """Back into a line (this store's or another's), marked transferred,
+        offered first to one agent if named; the caller on hold meanwhile."""
+        agent = self.agent(request)
+        body = await _body(request, '{"store": "...", "agent": "...", "note": "..."}')
+        cid, rec = await self._call_of(request, agent)
+        to_store = _field(body, "store") or line_of(rec)
+        to_agent = _field(body, "agent")
+        note = _field(body, "note")
+        if self.stores and to_store not in self.stores:
+            raise DeskError(404, f"no store {to_store[:64]!r} in the store map")
+        if to_agent and not AGENT_ID.match(to_agent):
+            raise DeskError(400, "agent: an agent id (a-z, 0-9, _ and -, at most 64)")
+        if to_agent == agent.id:
+            raise DeskError(400, "agent: a transfer to yourself")
+        owner = self._owner(rec)
+        outcome, detail = await self.registry.transfer(
+            cid,
+            agent.id,
+            line_of(rec),
+            to_store=to_store,
+            note=note,
+            to_agent=to_agent,
+            offer_ms=self.offer_s * 1000,
+        )
+        if outcome == "taken":
+            raise DeskError(403, f"the call is taken by {detail}", taken_by=detail)
+        if outcome != "ok":
+            raise self._refused(outcome, detail)
+        if rec.get("state") in TALKING:
+            await self._tell_worker(rec["room"], owner, "hold", agent)
+        logger.info(f"desk: agent {agent.id} transferred call {cid} to store {to_store}")
+        out: dict[str, Any] = {"id": cid, "store": to_store, "note": note}
+        if to_agent:
+            out["offered_to"] = to_agent
+        return _json(out)
+
+    def _owner(self, rec: Mapping[str, str]) -> str:
+        owner = rec.get("owner", "")
+        if not owner or owner.startswith(GUARDIAN_OWNER_PREFIX):
+            raise DeskError(409, "the call is moving to another hold worker: try again in 2 s")
+        return owner
+
+    async def _tell_worker(self, room: str, owner: str, action: str, agent: Agent) -> None:
+        """A `hold.control` message to the call's hold worker only (reliable)."""
+        from livekit import api
+
+        payload = json.dumps({"action": action, "agent": f"{self.identity_prefix}{agent.id}"})
+        try:
+            await self.room_service.send_data(
+                api.SendDataRequest(
+                    room=room,
+                    data=payload.encode(),
+                    kind=api.DataPacket.Kind.RELIABLE,
+                    destination_identities=[owner],
+                    topic=CONTROL_TOPIC,
+                )
+            )
+        except api.TwirpError as e:
+            raise DeskError(502, f"LiveKit: {e.message}") from None
+
+    async def _remove(self, room: str, identity: str) -> None:
+        """A participant out of the room; gone already is fine."""
+        from livekit import api
+
+        try:
+            await self.room_service.remove_participant(
+                api.RoomParticipantIdentity(room=room, identity=identity)
+            )
+        except api.TwirpError as e:
+            if e.code != api.TwirpErrorCode.NOT_FOUND:
+                logger.warning(f"desk: could not remove {identity} from the room: {e.message}")
+
+    async def waits(self, request: web.Request) -> web.Response:
+        """The store's waits: how long callers waited for an agent (recent,
+        average) and how many gave up first, from its last WAITS_KEPT calls."""
+        agent = self.agent(request)
+        store = request.match_info["store"]
+        self._may_see(agent, store)
+        entries = await self.registry.waits(store)
+        taken = [e["wait_ms"] / 1000 for e in entries if e.get("outcome") == "taken"]
+        abandoned = [e for e in entries if e.get("outcome") == "abandoned"]
+        return _json(
+            {
+                "store": store,
+                "calls": len(entries),
+                "taken": len(taken),
+                "abandoned": len(abandoned),
+                "average_wait_s": round(sum(taken) / len(taken), 1) if taken else None,
+                "recent_waits_s": [round(w, 1) for w in taken[:RECENT_WAITS]],
+                "since": min((int(e["at"]) for e in entries), default=None),
+            }
+        )
 
     async def _remove_callers(self, room: str) -> int:
         """Remove the room's SIP participants (the caller); how many."""
@@ -384,7 +530,9 @@ class Desk:
         cid = request.match_info["id"]
         entries = await self.registry.history(cid) if CALL_ID.match(cid) else []
         rec = await self.registry.record(cid) if CALL_ID.match(cid) else {}
-        store = rec.get("store") or (str(entries[0].get("store", "")) if entries else "")
+        last = entries[-1] if entries else {}
+        # the line the call is in (or was in last): where a transfer sent it
+        store = line_of(rec) or str(last.get("to_store") or last.get("store") or "")
         if not store:
             raise DeskError(404, f"no call {cid[:32]!r} is held or has a history")
         self._may_see(agent, store)
@@ -399,6 +547,30 @@ class Desk:
 
 
 # ---- the OpenAPI document ---------------------------------------------------------
+
+
+def line_of(rec: Mapping[str, str]) -> str:
+    """The store whose line a call is in: where it was transferred, else its own."""
+    return rec.get("transfer_store") or rec.get("store", "")
+
+
+async def _body(request: web.Request, shape: str) -> dict[str, Any]:
+    """The JSON object a POST carries ({} without a body), or 400."""
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise DeskError(400, f"body must be JSON: {shape}") from None
+    if not isinstance(body, dict):
+        raise DeskError(400, f"body must be a JSON object: {shape}")
+    return body
+
+
+def _field(body: Mapping[str, Any], name: str) -> str:
+    """An optional text field, made one line (whitespace collapsed), or 400."""
+    value = body.get(name, "")
+    if not isinstance(value, str) or len(value) > MAX_REASON:
+        raise DeskError(400, f"{name}: one line of at most {MAX_REASON} characters")
+    return " ".join(value.split())
 
 
 def _err(text: str) -> dict[str, Any]:
@@ -497,6 +669,74 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/calls/{id}/hold": {
+            "post": {
+                "summary": "put the caller on hold: hold audio at once, every agent cut",
+                "parameters": _ID,
+                "responses": {
+                    "200": {"description": "the hold worker was told"},
+                    "409": _err("nobody took it, or the caller is not talking to an agent"),
+                    **_MINE,
+                    "403": _err("another store's call, or taken by another agent"),
+                },
+            }
+        },
+        "/calls/{id}/resume": {
+            "post": {
+                "summary": "take the caller off hold: the agents heard again",
+                "parameters": _ID,
+                "responses": {
+                    "200": {"description": "the hold worker was told"},
+                    "409": _err("nobody took it, or the caller is not on hold"),
+                    **_MINE,
+                    "403": _err("another store's call, or taken by another agent"),
+                },
+            }
+        },
+        "/calls/{id}/transfer": {
+            "post": {
+                "summary": "back into a line (this store's or `store`'s), on hold, marked "
+                "transferred; offered first to `agent` if given; you leave the room when "
+                "the next agent takes it",
+                "parameters": _ID,
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": _object(
+                                store={"type": "string", "description": "default: this one"},
+                                agent={"type": "string", "description": "offer it to"},
+                                note={"type": "string", "maxLength": 200},
+                            )
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "transferred"},
+                    "400": _err("a bad body"),
+                    "409": _err("nobody took it"),
+                    **_MINE,
+                    "403": _err("another store's call, or taken by another agent"),
+                    "404": _err("unknown call, or no such store"),
+                },
+            }
+        },
+        "/stores/{store}/waits": {
+            "get": {
+                "summary": "the store's waits: recent and average time to an agent, "
+                "abandoned calls (its last 200 calls)",
+                "parameters": [
+                    {"name": "store", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the figures",
+                        "content": {"application/json": {"schema": _ref("Waits")}},
+                    },
+                    **_AUTH,
+                    "403": _err("a store not in the token"),
+                },
+            }
+        },
         "/calls/{id}/history": {
             "get": {
                 "summary": "the agents' actions on the call (kept after it ends)",
@@ -509,7 +749,10 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         "schemas": {
-            "Error": {**_object(error="string", taken_by="string"), "required": ["error"]},
+            "Error": {
+                **_object(error="string", taken_by="string", offered_to="string"),
+                "required": ["error"],
+            },
             "Call": _object(
                 id="string",
                 room="string",
@@ -522,6 +765,18 @@ OPENAPI: dict[str, Any] = {
                 media={"type": "string", "description": "media.verdict"},
                 transferred="boolean",
                 transfer_note="string",
+                transferred_by="string",
+                offered_to={"type": "string", "description": "only they may take it, for now"},
+                requeued={"type": "integer", "description": "back in line after its agent left"},
+            ),
+            "Waits": _object(
+                store="string",
+                calls="integer",
+                taken="integer",
+                abandoned="integer",
+                average_wait_s={"type": "number", "nullable": True},
+                recent_waits_s={"type": "array", "items": {"type": "number"}},
+                since={"type": "integer", "nullable": True, "description": "unix ms"},
             ),
             "CallList": _object(agent="string", calls={"type": "array", "items": _ref("Call")}),
             "Taken": _object(
@@ -570,9 +825,11 @@ def _token_command(argv: list[str], settings: Settings) -> int:
     return 0
 
 
-def _show_caller_number(settings: Settings) -> frozenset[str]:
+def _stores(settings: Settings) -> tuple[frozenset[str], frozenset[str]]:
+    """The store map's ids, and those whose agents see full caller numbers
+    (read once, at start)."""
     if settings.stores is None:
-        return frozenset()
+        return frozenset(), frozenset()
     from .settings import DEFAULT_ANNOUNCEMENT
     from .stores import StoreMapError, load_store_map
 
@@ -580,7 +837,8 @@ def _show_caller_number(settings: Settings) -> frozenset[str]:
         m = load_store_map(settings.stores, default_announcement=DEFAULT_ANNOUNCEMENT)
     except StoreMapError as e:
         raise ConfigError(f"HOLD_STORES: {e}") from None
-    return frozenset(k for k, v in m.model.stores.items() if v.show_caller_number)
+    stores = m.model.stores
+    return frozenset(stores), frozenset(k for k, v in stores.items() if v.show_caller_number)
 
 
 def build(settings: Settings, env: Mapping[str, str]) -> Desk:
@@ -596,12 +854,15 @@ def build(settings: Settings, env: Mapping[str, str]) -> Desk:
     registry = Registry(
         connect(settings.redis_url), history_ttl_ms=settings.desk_history_ttl_s * 1000
     )
+    stores, show = _stores(settings)
     desk = Desk(
         registry,
         secret=secret,
         livekit=LiveKitAccess(*(env[n] for n in LIVEKIT_ENV)),
         token_ttl_s=settings.desk_token_ttl_s,
-        show_caller_number=_show_caller_number(settings),
+        show_caller_number=show,
+        stores=stores,
+        offer_s=settings.desk_offer_s,
         identity_prefix=settings.agent_identity_prefix,
         role_attribute=settings.agent_role_attribute,
     )

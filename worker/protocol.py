@@ -122,8 +122,18 @@ REGISTRY_FIELDS: dict[str, str] = {
     "taken_at": "the desk: Redis server time (unix ms) of the take",
     "ended_reason": "the desk: the reason an agent gave for hanging the call up",
     "ended_by": "the desk: the agent id that hung it up",
-    "transferred": "`1` while the call waits again after a transfer (not written yet)",
-    "transfer_note": "the note of that transfer (not written yet)",
+    "transferred": "the desk: `1` while the call waits again after a transfer",
+    "transfer_note": "the desk: the note of the latest transfer",
+    "transfer_store": (
+        "the desk: the store whose line the call is in since a transfer (`store` stays the "
+        "store that was called)"
+    ),
+    "transfer_from": "the desk: the agent who transferred it, until the next agent takes it",
+    "offered_to": "the desk: the agent a transfer offered the call to first",
+    "offer_until": "the desk: Redis time (unix ms) until which only `offered_to` may take it",
+    "requeued": (
+        "how often the call went back into line because the agent who took it left the room"
+    ),
 }
 """Fields of a `REGISTRY_CALL_KEY` record."""
 REGISTRY_HEARTBEATS = "hold:heartbeats"
@@ -149,6 +159,21 @@ DESK_ACTION_TAKE = "take"
 """History `action`: the agent took the call (won the race for it)."""
 DESK_ACTION_HANGUP = "hangup"
 """History `action`: the agent hung the caller up (with `reason`)."""
+DESK_ACTION_HOLD = "hold"
+"""History `action`: the agent put the caller on hold."""
+DESK_ACTION_RESUME = "resume"
+"""History `action`: the agent took the caller off hold."""
+DESK_ACTION_TRANSFER = "transfer"
+"""History `action`: the agent transferred the call (`to_store`, and `to_agent`,
+`note` when given)."""
+DESK_ACTION_REQUEUE = "requeue"
+"""History `action`: the agent who took the call left the room; it went back
+into line (written by the hold worker)."""
+DESK_WAITS_KEY = "hold:waits:{store}"
+"""A list per store, newest first, of its most recent waits (200, kept 7 days):
+JSON `{"at", "wait_ms", "outcome"}`, `outcome` `taken` (from hold start to an
+agent's take; transferred calls are not counted again) or `abandoned` (the
+call ended before any agent took it)."""
 DESK_EVENT_CALLS = "calls"
 """Server-Sent Event name on `GET /events`: data `{"calls": [...]}`, the agent's
 stores' waiting calls as `GET /calls` returns them, sent whenever they change."""

@@ -59,6 +59,9 @@ class CallView:
     # the worker gives the call up with the caller still there (a failed job,
     # the drain timeout, the room connection lost): another worker must take it
     orphaned: bool = False
+    # human agents who were in the room and left: (identity, unix ms), for the
+    # registry (the call goes back into line if the one who took it left)
+    agents_left: tuple[tuple[str, int], ...] = ()
 
 
 class Sink(Protocol):

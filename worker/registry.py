@@ -24,15 +24,20 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .aio import Log, stop_task
 from .lifecycle import State
 from .protocol import (
     DESK_ACTION_HANGUP,
+    DESK_ACTION_HOLD,
+    DESK_ACTION_REQUEUE,
+    DESK_ACTION_RESUME,
     DESK_ACTION_TAKE,
+    DESK_ACTION_TRANSFER,
     DESK_HISTORY_KEY,
+    DESK_WAITS_KEY,
     GUARDIAN_OWNER_PREFIX,
     REGISTRY_CALL_KEY,
     REGISTRY_HEARTBEATS,
@@ -62,38 +67,74 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: call, heartbeats, waiting (new store), waiting (previous store)
-# ARGV: owner, guardian prefix, id, ttl_ms, waiting 0|1, hold_since, field, value, ...
-# A call an agent took at the desk (`taken_by`) never goes back into line.
+# KEYS: call, heartbeats, waiting (new store), waiting (previous store), history
+# ARGV: owner, guardian prefix, id, ttl_ms, waiting 0|1, hold_since, agents gone
+# (JSON {agent id: unix ms they left the room}), history ttl ms, waiting-key
+# prefix, the history's requeue action, field, value, ...
+# A call an agent took at the desk (`taken_by`) is not in line, unless that
+# agent has left the room (a closed tab): then it goes back into line
+# (`requeued`). A transferred call waits in its `transfer_store`'s line (the
+# desk put it there), whatever the worker's state.
 _WRITE = (
     _MAY_WRITE
     + _NOW
     + """
 if not ok then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'taken_by') == 1 then ARGV[5] = '0' end
-redis.call('HSET', KEYS[1], 'owner', me, 'heartbeat', now, unpack(ARGV, 7))
+local taker, taken_at = unpack(redis.call('HMGET', KEYS[1], 'taken_by', 'taken_at'))
+local left = taker and cjson.decode(ARGV[7])[taker]
+if left and left >= (tonumber(taken_at) or 0) then
+  redis.call('HDEL', KEYS[1], 'taken_by', 'taken_at')
+  redis.call('HINCRBY', KEYS[1], 'requeued', 1)
+  redis.call('RPUSH', KEYS[5], cjson.encode({agent=taker, action=ARGV[10], at=now}))
+  redis.call('PEXPIRE', KEYS[5], ARGV[8])
+  taker = false
+end
+local waiting = ARGV[5]
+local line = KEYS[3]
+local moved = redis.call('HGET', KEYS[1], 'transfer_store')
+if moved then
+  line = ARGV[9] .. moved
+  if redis.call('HGET', KEYS[1], 'transferred') == '1' then waiting = '1' end
+end
+if taker then waiting = '0' end
+redis.call('HSET', KEYS[1], 'owner', me, 'heartbeat', now, unpack(ARGV, 11))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], now, ARGV[3])
-if KEYS[4] ~= KEYS[3] then redis.call('ZREM', KEYS[4], ARGV[3]) end
-if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
-else redis.call('ZREM', KEYS[3], ARGV[3]) end
+if KEYS[4] ~= line then redis.call('ZREM', KEYS[4], ARGV[3]) end
+if KEYS[3] ~= line then redis.call('ZREM', KEYS[3], ARGV[3]) end
+if waiting == '1' then redis.call('ZADD', line, ARGV[6], ARGV[3])
+else redis.call('ZREM', line, ARGV[3]) end
 return 1
 """
 )
 
 # KEYS: call, heartbeats, waiting, history; ARGV: owner, guardian prefix, id, mode,
-# history ttl ms. mode "end": the call ended, the record goes (its desk history,
-# if any, is kept for the history ttl from now); "orphan": the worker gives the
-# call up alive (a failed job, the drain timeout): its heartbeat is made stale
-# at once so a guardian takes it over without waiting.
+# history ttl ms, waiting-key prefix, waits-key prefix, waits kept, waits ttl ms.
+# mode "end": the call ended, the record goes (its desk history, if any, is
+# kept for the history ttl from now); a call no agent had taken is counted in
+# its store's waits as abandoned. "orphan": the worker gives the call up alive
+# (a failed job, the drain timeout): its heartbeat is made stale at once so a
+# guardian takes it over without waiting.
 _END = (
     _MAY_WRITE
+    + _NOW
     + """
 if not ok then return 0 end
 if ARGV[4] == 'orphan' then
   redis.call('ZADD', KEYS[2], 0, ARGV[3])
   redis.call('HSET', KEYS[1], 'heartbeat', 0)
   return 1
+end
+local f = redis.call('HMGET', KEYS[1], 'store', 'transfer_store', 'taken_by', 'ended_by',
+  'hold_since')
+local line = f[2] or f[1]
+if line then redis.call('ZREM', ARGV[6] .. line, ARGV[3]) end
+local since = tonumber(f[5] or '0') or 0
+if line and line ~= '-' and not f[3] and not f[4] and since > 0 then
+  local waits = ARGV[7] .. line
+  redis.call('LPUSH', waits, cjson.encode({at=now, wait_ms=now - since, outcome='abandoned'}))
+  redis.call('LTRIM', waits, 0, tonumber(ARGV[8]) - 1)
+  redis.call('PEXPIRE', waits, ARGV[9])
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[3])
@@ -105,36 +146,57 @@ return 1
 
 # The desk's actions. Each checks the record and changes it, its place in line
 # and its history in one script: of any number of agents racing, one wins.
-# KEYS: call, waiting (the store the agent may act for), history
-# ARGV: agent, store, id, history entry (JSON object), history ttl ms, reason
-# Returns {outcome, detail}: {'ok', now} | {'missing', ''} | {'store', its store}
-# | {'taken', by whom} | {'state', its state}.
+# A call waits in the line of `transfer_store` once transferred, else `store`.
+# KEYS: call, waiting (the line the agent may act for), history, and per action:
+# take: the store's waits; transfer: the target line
+# ARGV: agent, store (that line), id, history entry (JSON object), history ttl
+# ms, reason, then per action: take: waits kept, waits ttl ms; transfer:
+# target store, note, offered to, offer ms
+# Returns {outcome, detail}: {'ok', now} | {'missing', ''} | {'store', its line}
+# | {'taken', by whom} | {'state', its state} | {'offered', to whom} |
+# {'not_taken', ''}.
 _DESK_CHECK = (
     _NOW
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
-local f = redis.call('HMGET', KEYS[1], 'store', 'state', 'taken_by')
-if f[1] ~= ARGV[2] then return {'store', f[1] or ''} end
+local f = redis.call('HMGET', KEYS[1], 'store', 'state', 'taken_by', 'transfer_store',
+  'transferred', 'offered_to', 'offer_until', 'transfer_from', 'hold_since')
+if (f[4] or f[1]) ~= ARGV[2] then return {'store', f[4] or f[1] or ''} end
+local entry = cjson.decode(ARGV[4])
 """
 )
 _DESK_HISTORY = """
-local entry = cjson.decode(ARGV[4])
 entry['at'] = now
 redis.call('RPUSH', KEYS[3], cjson.encode(entry))
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
-return {'ok', tostring(now)}
 """
 _TAKE = (
     _DESK_CHECK
     + f"""
 if f[3] then return {{'taken', f[3]}} end
-if f[2] ~= '{State.WAITING}' and f[2] ~= '{State.HOLDING}' then return {{'state', f[2] or ''}} end
+local moved = f[5] == '1'
+if not moved and f[2] ~= '{State.WAITING}' and f[2] ~= '{State.HOLDING}' then
+  return {{'state', f[2] or ''}}
+end
+if moved and f[6] and f[6] ~= ARGV[1] and now < tonumber(f[7] or '0') then
+  return {{'offered', f[6]}}
+end
 redis.call('HSET', KEYS[1], 'taken_by', ARGV[1], 'taken_at', now)
+redis.call('HDEL', KEYS[1], 'transferred', 'offered_to', 'offer_until', 'transfer_from')
 redis.call('ZREM', KEYS[2], ARGV[3])
+local since = tonumber(f[9] or '0') or 0
+if not moved and since > 0 then
+  redis.call('LPUSH', KEYS[4], cjson.encode({{at=now, wait_ms=now - since, outcome='taken'}}))
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[7]) - 1)
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
+end
 """
     + _DESK_HISTORY
+    + """
+return {'ok', tostring(now), f[8] or ''}
+"""
 )
-# Hang-up: by the agent who took the call, or any agent of its store if nobody has.
+# Hang-up: by the agent who took the call, or any agent of its line if nobody has.
 _HANGUP = (
     _DESK_CHECK
     + """
@@ -142,6 +204,46 @@ if f[3] and f[3] ~= ARGV[1] then return {'taken', f[3]} end
 redis.call('HSET', KEYS[1], 'ended_reason', ARGV[6], 'ended_by', ARGV[1])
 """
     + _DESK_HISTORY
+    + """
+return {'ok', tostring(now)}
+"""
+)
+# Hold and resume: by the agent who took the call (the worker checks the state).
+_CONTROL = (
+    _DESK_CHECK
+    + """
+if not f[3] then return {'not_taken', ''} end
+if f[3] ~= ARGV[1] then return {'taken', f[3]} end
+"""
+    + _DESK_HISTORY
+    + """
+return {'ok', tostring(now)}
+"""
+)
+# Transfer: the taker gives the call back, to a line (the same store's or
+# another's), offered first to one agent for a while if named. It waits there
+# by its first hold start, marked transferred; the taker stays in the room
+# (on hold, cut from the caller) until the next agent takes it.
+_TRANSFER = (
+    _DESK_CHECK
+    + """
+if not f[3] then return {'not_taken', ''} end
+if f[3] ~= ARGV[1] then return {'taken', f[3]} end
+redis.call('HDEL', KEYS[1], 'taken_by', 'taken_at', 'offered_to', 'offer_until')
+redis.call('HSET', KEYS[1], 'transferred', '1', 'transfer_store', ARGV[7],
+  'transfer_note', ARGV[8], 'transfer_from', ARGV[1])
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[1], 'offered_to', ARGV[9], 'offer_until', now + tonumber(ARGV[10]))
+end
+redis.call('ZREM', KEYS[2], ARGV[3])
+local since = tonumber(f[9] or '0') or 0
+if since <= 0 then since = now end
+redis.call('ZADD', KEYS[4], since, ARGV[3])
+"""
+    + _DESK_HISTORY
+    + """
+return {'ok', tostring(now)}
+"""
 )
 
 # KEYS: call, heartbeats; ARGV: expected owner, new owner, id
@@ -182,6 +284,16 @@ def waiting_key(store: str) -> str:
 
 def history_key(cid: str) -> str:
     return DESK_HISTORY_KEY.format(id=cid)
+
+
+def waits_key(store: str) -> str:
+    return DESK_WAITS_KEY.format(store=store)
+
+
+WAITING_PREFIX = waiting_key("")[: -len(NO_STORE)]  # the scripts build a line's key
+WAITS_PREFIX = waits_key("")
+WAITS_KEPT = 200  # per store, the most recent waits (taken or abandoned)
+WAITS_TTL_MS = 7 * 86_400_000
 
 
 DEFAULT_HISTORY_TTL_MS = 86_400_000  # HOLD_DESK_HISTORY_TTL_S
@@ -229,6 +341,8 @@ class Registry:
         self._stale = client.register_script(_STALE)
         self._take = client.register_script(_TAKE)
         self._hangup = client.register_script(_HANGUP)
+        self._control = client.register_script(_CONTROL)
+        self._transfer = client.register_script(_TRANSFER)
 
     async def write(
         self,
@@ -240,8 +354,11 @@ class Registry:
         previous_store: str,
         waiting: bool,
         hold_since: int,
+        gone: Mapping[str, int] | None = None,
     ) -> bool:
-        """Write a call's record and heartbeat; False: another owner has it."""
+        """Write a call's record and heartbeat; False: another owner has it.
+        `gone`: desk agents (id -> unix ms) who were in the room and left; if
+        the one who took the call is among them, it goes back into line."""
         flat = [x for kv in fields.items() for x in kv]
         got = await self._write(
             keys=[
@@ -249,6 +366,7 @@ class Registry:
                 REGISTRY_HEARTBEATS,
                 waiting_key(store),
                 waiting_key(previous_store),
+                history_key(cid),
             ],
             args=[
                 owner,
@@ -257,6 +375,10 @@ class Registry:
                 self.record_ttl_ms,
                 "1" if waiting else "0",
                 hold_since,
+                json.dumps(dict(gone or {})),
+                self.history_ttl_ms,
+                WAITING_PREFIX,
+                DESK_ACTION_REQUEUE,
                 *flat,
             ],
         )
@@ -271,6 +393,10 @@ class Registry:
                 cid,
                 "orphan" if orphan else "end",
                 self.history_ttl_ms,
+                WAITING_PREFIX,
+                WAITS_PREFIX,
+                WAITS_KEPT,
+                WAITS_TTL_MS,
             ],
         )
         return bool(got)
@@ -307,28 +433,90 @@ class Registry:
         rank = await self.client.zrank(waiting_key(store), cid)
         return None if rank is None else int(rank) + 1
 
-    async def take(self, cid: str, agent: str, store: str) -> tuple[str, str]:
-        """The desk: `agent` takes a waiting call of `store`, atomically (one
-        of any number of racing agents wins). ("ok", Redis time ms) or why not:
-        ("missing" | "store" | "taken" | "state", detail)."""
-        return await self._desk(self._take, cid, agent, store, DESK_ACTION_TAKE, "")
+    async def take(self, cid: str, agent: str, store: str) -> tuple[str, str, str]:
+        """The desk: `agent` takes a waiting call of `store`'s line, atomically
+        (one of any number of racing agents wins). ("ok", Redis time ms, the
+        agent who transferred it or "") or why not: ("missing" | "store" |
+        "taken" | "state" | "offered", detail, "")."""
+        got = await self._desk(
+            self._take,
+            cid,
+            agent,
+            store,
+            DESK_ACTION_TAKE,
+            keys=[waits_key(store)],
+            args=[WAITS_KEPT, WAITS_TTL_MS],
+        )
+        return got[0], got[1], got[2] if len(got) > 2 else ""
 
     async def hang_up(self, cid: str, agent: str, store: str, reason: str) -> tuple[str, str]:
         """The desk: record `agent`'s hang-up and its reason on the call (the
         caller is removed through LiveKit by the desk); as `take` returns."""
-        return await self._desk(self._hangup, cid, agent, store, DESK_ACTION_HANGUP, reason)
+        got = await self._desk(self._hangup, cid, agent, store, DESK_ACTION_HANGUP, reason=reason)
+        return got[0], got[1]
+
+    async def control(self, cid: str, agent: str, store: str, *, hold: bool) -> tuple[str, str]:
+        """The desk: the taker puts the caller on hold or resumes (recorded;
+        the desk tells the worker). ("ok", time) or ("not_taken" | "taken" | ...)."""
+        action = DESK_ACTION_HOLD if hold else DESK_ACTION_RESUME
+        got = await self._desk(self._control, cid, agent, store, action)
+        return got[0], got[1]
+
+    async def transfer(
+        self,
+        cid: str,
+        agent: str,
+        store: str,
+        *,
+        to_store: str,
+        note: str,
+        to_agent: str,
+        offer_ms: int,
+    ) -> tuple[str, str]:
+        """The desk: the taker hands the call back to `to_store`'s line, marked
+        transferred (with `note`), first offered to `to_agent` for `offer_ms`
+        if one is named."""
+        extra = {"to_store": to_store, **({"note": note} if note else {})}
+        if to_agent:
+            extra["to_agent"] = to_agent
+        got = await self._desk(
+            self._transfer,
+            cid,
+            agent,
+            store,
+            DESK_ACTION_TRANSFER,
+            extra=extra,
+            keys=[waiting_key(to_store)],
+            args=[to_store, note, to_agent, offer_ms],
+        )
+        return got[0], got[1]
 
     async def _desk(
-        self, script: Any, cid: str, agent: str, store: str, action: str, reason: str
-    ) -> tuple[str, str]:
-        entry: dict[str, str] = {"agent": agent, "action": action, "store": store}
+        self,
+        script: Any,
+        cid: str,
+        agent: str,
+        store: str,
+        action: str,
+        *,
+        reason: str = "",
+        extra: Mapping[str, str] | None = None,
+        keys: Sequence[str] = (),
+        args: Sequence[str | int] = (),
+    ) -> list[str]:
+        entry: dict[str, str] = {"agent": agent, "action": action, "store": store, **(extra or {})}
         if reason:
             entry["reason"] = reason
-        outcome, detail = await script(
-            keys=[call_key(cid), waiting_key(store), history_key(cid)],
-            args=[agent, store, cid, json.dumps(entry), self.history_ttl_ms, reason],
+        got = await script(
+            keys=[call_key(cid), waiting_key(store), history_key(cid), *keys],
+            args=[agent, store, cid, json.dumps(entry), self.history_ttl_ms, reason, *args],
         )
-        return str(outcome), str(detail)
+        return [str(x) for x in got]
+
+    async def waits(self, store: str) -> list[dict[str, Any]]:
+        """The store's recent waits, newest first: {at, wait_ms, outcome}
+        (`taken` by an agent, or `abandoned`: ended before anyone took it)."""
+        return [json.loads(x) for x in await self.client.lrange(waits_key(store), 0, -1)]
 
     async def history(self, cid: str) -> list[dict[str, Any]]:
         """The desk's actions on a call, oldest first."""
@@ -349,11 +537,13 @@ class RegistrySink:
         on_taken_over: Callable[[], None],
         log: Log,
         agent_name: str = "",
+        agent_prefix: str = "agent-",
         worker: str | None = None,
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.registry = registry
         self.agent_name = agent_name
+        self.agent_prefix = agent_prefix  # the desk's agents join as <prefix><agent id>
         self.room = room
         self.cid = call_id(room.name)
         self._on_taken_over = on_taken_over
@@ -386,6 +576,13 @@ class RegistrySink:
             "agent_name": self.agent_name,
         }
 
+    def _gone(self, view: CallView) -> dict[str, int]:
+        """The desk agents (by id) who left the room, and when."""
+        n = len(self.agent_prefix)
+        return {
+            who[n:]: at for who, at in view.agents_left if who.startswith(self.agent_prefix) and n
+        }
+
     @staticmethod
     def _store_of(view: CallView) -> str:
         return (view.store.store_id if view.store is not None else "") or NO_STORE
@@ -404,6 +601,7 @@ class RegistrySink:
                 previous_store=self._store,
                 waiting=view.state in WAITING_STATES and view.hold_since_ms > 0,
                 hold_since=view.hold_since_ms,
+                gone=self._gone(view),
             )
         except Exception as e:  # Redis down or restarting: keep holding, say so once
             if not self._failing:

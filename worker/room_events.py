@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,7 @@ class RoomEvents:
         self.quiet = False  # handed over: new audio tracks are not subscribed
         self._seen: set[str] = set()  # participants already classified as joined
         self._agents: set[str] = set()  # human agents present
+        self.agents_left: dict[str, int] = {}  # human agents who left: identity -> unix ms
         self._live: dict[str, bool] = {}  # human agent identity -> audio live
         self._bound: list[tuple[EventTypes, Callable[..., Any]]] = []
 
@@ -229,6 +231,7 @@ class RoomEvents:
         elif p.identity in self._agents:
             self._agents.discard(p.identity)
             self._live.pop(p.identity, None)
+            self.agents_left[p.identity] = int(time.time() * 1000)
             self.log.info("human agent left", extra={"agent": p.identity})
             self._emit(AgentPresence(p.identity, present=False))
 
@@ -258,6 +261,7 @@ class RoomEvents:
                 return  # an event for someone who has left already
             self._agents.add(p.identity)
             self._seen.add(p.identity)
+            self.agents_left.pop(p.identity, None)
             self.log.info("human agent joined", extra={"agent": p.identity})
             self._emit(AgentPresence(p.identity, present=True))
         live = audio_live(p)

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     desk_token_ttl_s: int = Field(600, ge=30, le=86400)
     # How long a call's history of agent actions is kept after the call.
     desk_history_ttl_s: int = Field(86400, ge=60, le=90 * 86400)
+    # a transfer to a named agent: only they may take the call for this long
+    desk_offer_s: int = Field(30, ge=0, le=3600)
 
     # One-way audio detection (worker/media/detector.py); seconds.
     media_settle_s: float = Field(2.0, ge=0.0, le=30.0)

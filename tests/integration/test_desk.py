@@ -24,7 +24,7 @@ from livekit import api
 
 from tests.integration.redis_server import RedisServer
 from worker.desk import Desk, LiveKitAccess, mint_token, verify_token
-from worker.registry import Registry, call_id, connect, history_key
+from worker.registry import Registry, call_id, history_key
 
 SECRET = "d" * 40
 LK = LiveKitAccess("ws://127.0.0.1:7880", "devkey", "k" * 40)
@@ -36,6 +36,7 @@ class FakeRoomService:
     """LiveKit's RoomService: every room has a SIP caller and the hold worker."""
 
     removed: list[tuple[str, str]] = field(default_factory=list)
+    sent: list[api.SendDataRequest] = field(default_factory=list)
 
     async def list_participants(self, req: api.ListParticipantsRequest) -> Any:
         return api.ListParticipantsResponse(
@@ -48,12 +49,8 @@ class FakeRoomService:
     async def remove_participant(self, req: api.RoomParticipantIdentity) -> None:
         self.removed.append((req.room, req.identity))
 
-
-@pytest.fixture
-async def registry(redis_server: RedisServer) -> AsyncIterator[Registry]:
-    reg = Registry(connect(redis_server.url), history_ttl_ms=60_000)
-    yield reg
-    await reg.aclose()
+    async def send_data(self, req: api.SendDataRequest) -> None:
+        self.sent.append(req)
 
 
 @asynccontextmanager

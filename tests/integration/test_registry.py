@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,13 +24,6 @@ from worker.publisher import CallView
 from worker.registry import Registry, RegistrySink, call_id, connect
 
 log = logging.getLogger("test-registry")
-
-
-@pytest.fixture
-async def registry(redis_server: RedisServer) -> AsyncIterator[Registry]:
-    reg = Registry(connect(redis_server.url))
-    yield reg
-    await reg.aclose()
 
 
 def fields(room: str, state: str = "holding") -> dict[str, str]:
@@ -307,3 +302,31 @@ async def test_one_registry_write_per_change(registry: Registry) -> None:
     await asyncio.sleep(0.1)
     assert sink.writes - first <= 2, sink.writes - first  # two changes: at most two writes
     await pub.aclose()
+
+
+async def test_sink_sends_the_call_back_into_line_when_its_taker_left(
+    registry: Registry,
+) -> None:
+    """The worker's view lists the human agents who left; the desk agent who
+    took the call among them (by identity `agent-<id>`, after the take): the
+    record loses `taken_by` and the call is in its store's line again."""
+    room = FakeRoom()
+    sink = RegistrySink(registry, room, on_taken_over=lambda: None, log=log, heartbeat_s=60)
+    plan: Any = SimpleNamespace(store_id="main")  # the sink reads the store's id only
+    base = CallView(State.HOLDING, 1000, "+***0123", None, plan, "+15550100123")
+    await sink.state(base)
+    assert await registry.waiting("main") == [sink.cid]
+    assert (await registry.take(sink.cid, "alice", "main"))[0] == "ok"
+    await sink.state(replace(base, state=State.MONITORING))
+    assert await registry.waiting("main") == []
+    left = int(time.time() * 1000) + 1
+    # a web observer (no agent prefix) and another agent leaving change nothing
+    await sink.state(replace(base, agents_left=(("alice", left), ("agent-bob", left))))
+    assert (await registry.record(sink.cid))["taken_by"] == "alice"
+    await sink.state(replace(base, agents_left=(("agent-alice", left),)))
+    rec = await registry.record(sink.cid)
+    assert "taken_by" not in rec and rec["requeued"] == "1"
+    assert await registry.waiting("main") == [sink.cid]
+    assert [h["action"] for h in await registry.history(sink.cid)] == ["take", "requeue"]
+    await sink.ended(replace(base, state=State.DONE))
+    assert (await registry.waits("main"))[0]["outcome"] == "abandoned"

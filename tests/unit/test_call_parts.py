@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,6 +69,15 @@ def test_room_events_tell_who_is_who(world: World) -> None:
     pub = world.room.publish(a, muted=True)
     world.room.set_muted(a, pub, False)
     world.room.join(FakeParticipant("web-observer"))
+    assert r.agents_left == {}
+    world.room.leave("agent-1")
+    left = r.agents_left  # when each agent left (the call goes back into line)
+    assert list(left) == ["agent-1"] and abs(left["agent-1"] - time.time() * 1000) < 5000
+    world.room.leave("web-observer")
+    assert list(r.agents_left) == ["agent-1"]  # not an agent
+    world.room.join(FakeParticipant("agent-1"))
+    world.room.publish(world.room.remote_participants["agent-1"], muted=False)
+    assert r.agents_left == {}  # back: no longer gone
     world.room.leave("agent-1")
     world.room.leave(c.identity)
     world.room.close()
@@ -75,6 +85,9 @@ def test_room_events_tell_who_is_who(world: World) -> None:
     assert r.caller == c.identity and r.caller_masked != "" and "0100123" not in r.caller_masked
     assert got == [
         CallerJoined(c.identity),
+        AgentPresence("agent-1", present=True),
+        AgentAudio("agent-1", live=True),
+        AgentPresence("agent-1", present=False),
         AgentPresence("agent-1", present=True),
         AgentAudio("agent-1", live=True),
         AgentPresence("agent-1", present=False),
