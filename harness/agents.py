@@ -4,7 +4,8 @@
 (the human agent here, the tests' web-app observers) joins with.
 
 ``HumanAgent`` is a real livekit.rtc participant standing in for the store's
-human agent: it joins the call's room, records what it hears from the caller
+human agent: it joins the call's room (with a token of its own, or the one
+the desk handed the agent who took the call), records what it hears from the caller
 (the SIP participant; ``record=False`` for the benchmark's fifty agents that
 only need their own first-audio time), and on request publishes a distinct
 tone as its "voice". Times are wall-clock (time.time()) so they line up with
@@ -50,10 +51,13 @@ class HumanAgent:
         tone_hz: float,
         *,
         record: bool = True,
+        token: str | None = None,
     ) -> None:
+        """`token`: join with this LiveKit token (e.g. the one the desk's take
+        returned, whose identity is the desk's) instead of minting one."""
         self.url, self.room_name, self.identity, self.tone_hz = url, room, identity, tone_hz
         self.record = record
-        self._token = room_token(key, secret, room, identity)
+        self._token = token or room_token(key, secret, room, identity)
         self.room = rtc.Room()
         self.heard: list[tuple[float, np.ndarray]] = []  # (wall time, 48 kHz mono)
         self.first_audio_at: float | None = None  # wall time of our first pushed frame
