@@ -298,17 +298,22 @@ class Desk:
         await resp.prepare(request)
         last: str | None = None
         quiet_since = time.monotonic()
-        while time.time() < agent.exp:
-            body = json.dumps({"calls": await self.waiting_calls(agent)})
-            now = time.monotonic()
-            if body != last:
-                await resp.write(f"event: {DESK_EVENT_CALLS}\ndata: {body}\n\n".encode())
-                last, quiet_since = body, now
-            elif now - quiet_since >= self.keepalive_s:
-                await resp.write(b": keep-alive\n\n")
-                quiet_since = now
-            await asyncio.sleep(self.poll_s)
-        await resp.write(b"event: expired\ndata: {}\n\n")
+        try:
+            while time.time() < agent.exp:
+                if request.transport is None or request.transport.is_closing():
+                    return resp  # the agent closed the tab: stop reading for them
+                body = json.dumps({"calls": await self.waiting_calls(agent)})
+                now = time.monotonic()
+                if body != last:
+                    await resp.write(f"event: {DESK_EVENT_CALLS}\ndata: {body}\n\n".encode())
+                    last, quiet_since = body, now
+                elif now - quiet_since >= self.keepalive_s:
+                    await resp.write(b": keep-alive\n\n")
+                    quiet_since = now
+                await asyncio.sleep(self.poll_s)
+            await resp.write(b"event: expired\ndata: {}\n\n")
+        except ConnectionResetError:  # (aiohttp's ClientConnectionResetError too)
+            pass  # closed between our check and the write: an ordinary end
         return resp
 
     # ---- actions ----------------------------------------------------------------
@@ -396,14 +401,16 @@ class Desk:
         agent = self.agent(request)
         cid, rec = await self._call_of(request, agent)
         state = rec.get("state", "")
-        if hold and state not in TALKING:
+        if hold and state not in TALKING and rec.get("taken_by") == agent.id:
             raise DeskError(409, f"the caller is not talking to an agent (state {state})")
-        if not hold and state != State.ON_HOLD:
-            raise DeskError(409, f"the caller is not on hold (state {state})")
         owner = self._owner(rec)
         outcome, detail = await self.registry.control(cid, agent.id, line_of(rec), hold=hold)
         if outcome == "taken":
             raise DeskError(403, f"the call is taken by {detail}", taken_by=detail)
+        if outcome == "held":
+            raise DeskError(409, "the caller is on hold already")
+        if outcome == "not_held":
+            raise DeskError(409, f"the caller is not on hold (state {detail})")
         if outcome != "ok":
             raise self._refused(outcome, detail)
         action = "hold" if hold else "resume"

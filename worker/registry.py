@@ -83,7 +83,7 @@ if not ok then return 0 end
 local taker, taken_at = unpack(redis.call('HMGET', KEYS[1], 'taken_by', 'taken_at'))
 local left = taker and cjson.decode(ARGV[7])[taker]
 if left and left >= (tonumber(taken_at) or 0) then
-  redis.call('HDEL', KEYS[1], 'taken_by', 'taken_at')
+  redis.call('HDEL', KEYS[1], 'taken_by', 'taken_at', 'held')
   redis.call('HINCRBY', KEYS[1], 'requeued', 1)
   redis.call('RPUSH', KEYS[5], cjson.encode({agent=taker, action=ARGV[10], at=now}))
   redis.call('PEXPIRE', KEYS[5], ARGV[8])
@@ -160,7 +160,7 @@ _DESK_CHECK = (
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
 local f = redis.call('HMGET', KEYS[1], 'store', 'state', 'taken_by', 'transfer_store',
-  'transferred', 'offered_to', 'offer_until', 'transfer_from', 'hold_since')
+  'transferred', 'offered_to', 'offer_until', 'transfer_from', 'hold_since', 'held')
 if (f[4] or f[1]) ~= ARGV[2] then return {'store', f[4] or f[1] or ''} end
 local entry = cjson.decode(ARGV[4])
 """
@@ -182,7 +182,7 @@ if moved and f[6] and f[6] ~= ARGV[1] and now < tonumber(f[7] or '0') then
   return {{'offered', f[6]}}
 end
 redis.call('HSET', KEYS[1], 'taken_by', ARGV[1], 'taken_at', now)
-redis.call('HDEL', KEYS[1], 'transferred', 'offered_to', 'offer_until', 'transfer_from')
+redis.call('HDEL', KEYS[1], 'transferred', 'offered_to', 'offer_until', 'transfer_from', 'held')
 redis.call('ZREM', KEYS[2], ARGV[3])
 local since = tonumber(f[9] or '0') or 0
 if not moved and since > 0 then
@@ -208,12 +208,21 @@ redis.call('HSET', KEYS[1], 'ended_reason', ARGV[6], 'ended_by', ARGV[1])
 return {'ok', tostring(now)}
 """
 )
-# Hold and resume: by the agent who took the call (the worker checks the state).
+# Hold and resume: by the agent who took the call. `held` is the desk's own
+# mark (the worker's `state` follows a few ms later): a second hold is
+# refused, and a resume right after a hold is not. ARGV[7]: hold | resume.
 _CONTROL = (
     _DESK_CHECK
-    + """
-if not f[3] then return {'not_taken', ''} end
-if f[3] ~= ARGV[1] then return {'taken', f[3]} end
+    + f"""
+if not f[3] then return {{'not_taken', ''}} end
+if f[3] ~= ARGV[1] then return {{'taken', f[3]}} end
+if ARGV[7] == 'hold' then
+  if f[10] == '1' then return {{'held', ''}} end
+  redis.call('HSET', KEYS[1], 'held', '1')
+else
+  if f[10] ~= '1' and f[2] ~= '{State.ON_HOLD}' then return {{'not_held', f[2] or ''}} end
+  redis.call('HDEL', KEYS[1], 'held')
+end
 """
     + _DESK_HISTORY
     + """
@@ -229,7 +238,7 @@ _TRANSFER = (
     + """
 if not f[3] then return {'not_taken', ''} end
 if f[3] ~= ARGV[1] then return {'taken', f[3]} end
-redis.call('HDEL', KEYS[1], 'taken_by', 'taken_at', 'offered_to', 'offer_until')
+redis.call('HDEL', KEYS[1], 'taken_by', 'taken_at', 'offered_to', 'offer_until', 'held')
 redis.call('HSET', KEYS[1], 'transferred', '1', 'transfer_store', ARGV[7],
   'transfer_note', ARGV[8], 'transfer_from', ARGV[1])
 if ARGV[9] ~= '' then
@@ -459,7 +468,7 @@ class Registry:
         """The desk: the taker puts the caller on hold or resumes (recorded;
         the desk tells the worker). ("ok", time) or ("not_taken" | "taken" | ...)."""
         action = DESK_ACTION_HOLD if hold else DESK_ACTION_RESUME
-        got = await self._desk(self._control, cid, agent, store, action)
+        got = await self._desk(self._control, cid, agent, store, action, args=[action])
         return got[0], got[1]
 
     async def transfer(

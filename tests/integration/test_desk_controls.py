@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.integration.test_desk import (
     FakeRoomService,
@@ -241,3 +243,45 @@ async def test_waits_count_taken_and_abandoned_calls_per_store(registry: Registr
         async with h.get(f"{url}/stores/north/waits", headers=bearer("carol", "north")) as r:
             north = await r.json()
         assert north["abandoned"] == 1 and north["average_wait_s"] is None
+
+
+async def test_hold_then_resume_at_once_before_the_worker_writes_its_state(
+    registry: Registry,
+) -> None:
+    """The record's `state` is the worker's, a few ms behind: the desk's own
+    `held` mark decides (a second hold refused, a resume right after a hold
+    accepted). Before: hold, hold, resume gave 200, 200, 409."""
+    lk = FakeRoomService()
+    cid = await beat(registry)
+    async with serving(make_desk(registry, room_service=lk)) as url, aiohttp.ClientSession() as h:
+        alice = bearer("alice", "main")
+        assert (await post(h, f"{url}/calls/{cid}/take", alice))[0] == 200
+        await beat(registry, state="monitoring")
+        got = [
+            (await post(h, f"{url}/calls/{cid}/{action}", alice))[0]
+            for action in ("hold", "hold", "resume", "resume")
+        ]
+        assert got == [200, 409, 200, 409]
+        assert [json.loads(m.data)["action"] for m in lk.sent] == ["hold", "resume"]
+        assert [x["action"] for x in await registry.history(cid)] == ["take", "hold", "resume"]
+        # on hold through the worker's RPC (no desk mark): the desk may resume it
+        await beat(registry, state="on_hold")
+        assert (await post(h, f"{url}/calls/{cid}/resume", alice))[0] == 200
+
+
+async def test_a_closed_event_stream_ends_quietly(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A closed tab's stream stops being read and logs no error. Before: the
+    next write raised ClientConnectionResetError, logged with a traceback."""
+    await beat(registry)
+    desk = make_desk(registry, poll_s=0.05)
+    async with serving(desk) as url:
+        async with aiohttp.ClientSession() as h:
+            resp = await h.get(f"{url}/events", headers=bearer("alice", "main"))
+            assert (await resp.content.readline()).startswith(b"event: calls")
+            resp.close()
+        await beat(registry, "call-new")  # the list changes after the client left
+        await asyncio.sleep(0.5)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
