@@ -122,6 +122,7 @@ REGISTRY_FIELDS: dict[str, str] = {
     "taken_at": "the desk: Redis server time (unix ms) of the take",
     "ended_reason": "the desk: the reason an agent gave for hanging the call up",
     "ended_by": "the desk: the agent id that hung it up",
+    "held": "the desk: `1` while it has the caller on hold (set by hold, cleared by resume)",
     "transferred": "the desk: `1` while the call waits again after a transfer",
     "transfer_note": "the desk: the note of the latest transfer",
     "transfer_store": (
