@@ -235,6 +235,7 @@ class CallSession:
             caller_number=self.people.caller_number,
             orphaned=self._orphaned,
             agents_left=tuple(self.people.agents_left.items()),
+            end_reason=self.lifecycle.end_reason,
         )
 
     def _on_taken_over(self) -> None:

@@ -170,6 +170,10 @@ DESK_ACTION_TRANSFER = "transfer"
 DESK_ACTION_REQUEUE = "requeue"
 """History `action`: the agent who took the call left the room; it went back
 into line (written by the hold worker)."""
+DESK_ACTION_END = "end"
+"""History `action`, the last: the call ended (`reason`: the worker's end reason,
+or `hung up by the agent`; `agent`: who had it; `waited_ms`: from hold start),
+written by the hold worker when the call had a desk history."""
 DESK_WAITS_KEY = "hold:waits:{store}"
 """A list per store, newest first, of its most recent waits (200, kept 7 days):
 JSON `{"at", "wait_ms", "outcome"}`, `outcome` `taken` (from hold start to an

@@ -62,6 +62,7 @@ class CallView:
     # human agents who were in the room and left: (identity, unix ms), for the
     # registry (the call goes back into line if the one who took it left)
     agents_left: tuple[tuple[str, int], ...] = ()
+    end_reason: str = ""  # why the call ended (set at the end; no caller number in it)
 
 
 class Sink(Protocol):

@@ -30,6 +30,7 @@ from typing import Any
 from .aio import Log, stop_task
 from .lifecycle import State
 from .protocol import (
+    DESK_ACTION_END,
     DESK_ACTION_HANGUP,
     DESK_ACTION_HOLD,
     DESK_ACTION_REQUEUE,
@@ -109,10 +110,11 @@ return 1
 )
 
 # KEYS: call, heartbeats, waiting, history; ARGV: owner, guardian prefix, id, mode,
-# history ttl ms, waiting-key prefix, waits-key prefix, waits kept, waits ttl ms.
-# mode "end": the call ended, the record goes (its desk history, if any, is
-# kept for the history ttl from now); a call no agent had taken is counted in
-# its store's waits as abandoned. "orphan": the worker gives the call up alive
+# history ttl ms, waiting-key prefix, waits-key prefix, waits kept, waits ttl ms,
+# the end's reason, the history's end action.
+# mode "end": the call ended, the record goes (its desk history, if any, gets
+# how it ended and is kept for the history ttl from now); a call no agent had
+# taken is counted in its store's waits as abandoned. "orphan": the worker gives the call up alive
 # (a failed job, the drain timeout): its heartbeat is made stale at once so a
 # guardian takes it over without waiting.
 _END = (
@@ -135,6 +137,12 @@ if line and line ~= '-' and not f[3] and not f[4] and since > 0 then
   redis.call('LPUSH', waits, cjson.encode({at=now, wait_ms=now - since, outcome='abandoned'}))
   redis.call('LTRIM', waits, 0, tonumber(ARGV[8]) - 1)
   redis.call('PEXPIRE', waits, ARGV[9])
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  local why = ARGV[10]
+  if f[4] then why = 'hung up by the agent' end
+  redis.call('RPUSH', KEYS[4], cjson.encode({action=ARGV[11], at=now, reason=why, store=line,
+    agent=f[3] or f[4] or '', waited_ms=(since > 0 and now - since) or 0}))
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[3])
@@ -185,6 +193,7 @@ redis.call('HSET', KEYS[1], 'taken_by', ARGV[1], 'taken_at', now)
 redis.call('HDEL', KEYS[1], 'transferred', 'offered_to', 'offer_until', 'transfer_from', 'held')
 redis.call('ZREM', KEYS[2], ARGV[3])
 local since = tonumber(f[9] or '0') or 0
+if since > 0 then entry['wait_ms'] = now - since end
 if not moved and since > 0 then
   redis.call('LPUSH', KEYS[4], cjson.encode({{at=now, wait_ms=now - since, outcome='taken'}}))
   redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[7]) - 1)
@@ -393,7 +402,9 @@ class Registry:
         )
         return bool(got)
 
-    async def end(self, cid: str, owner: str, store: str, *, orphan: bool = False) -> bool:
+    async def end(
+        self, cid: str, owner: str, store: str, *, orphan: bool = False, reason: str = ""
+    ) -> bool:
         got = await self._end(
             keys=[call_key(cid), REGISTRY_HEARTBEATS, waiting_key(store), history_key(cid)],
             args=[
@@ -406,6 +417,8 @@ class Registry:
                 WAITS_PREFIX,
                 WAITS_KEPT,
                 WAITS_TTL_MS,
+                reason or "ended",
+                DESK_ACTION_END,
             ],
         )
         return bool(got)
@@ -656,7 +669,9 @@ class RegistrySink:
         if self.taken_over:
             return
         try:
-            await self.registry.end(self.cid, self.owner, self._store, orphan=view.orphaned)
+            await self.registry.end(
+                self.cid, self.owner, self._store, orphan=view.orphaned, reason=view.end_reason
+            )
         except Exception as e:
             self.log.warning(f"call registry: could not end the record ({type(e).__name__})")
         if view.orphaned:

@@ -344,8 +344,9 @@ async def test_hangup_records_the_reason_and_the_history_outlives_the_call(
         assert [(h["agent"], h["action"], h.get("reason")) for h in got] == [
             ("alice", "take", None),
             ("alice", "hangup", "customer served"),
+            ("alice", "end", "hung up by the agent"),  # written as the worker ends it
         ]
-        assert got[0]["at"] <= got[1]["at"]
+        assert got[0]["at"] <= got[1]["at"] <= got[2]["at"]
         async with http.get(f"{url}/calls/{cid}/history", headers=bearer("bob", "downtown")) as r:
             assert r.status == 403
 

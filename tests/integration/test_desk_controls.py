@@ -165,9 +165,14 @@ async def test_transfer_to_another_store_waits_there_and_the_next_take_removes_t
             ("carol", "take"),
         ]
         assert history[1]["to_store"] == "north" and history[1]["note"] == call["transfer_note"]
-        # the call ends: out of every line, counted nowhere as abandoned
-        await registry.end(cid, "hold-w", "main")
+        assert history[0]["wait_ms"] == history[0]["at"] - 5000
+        # the call ends: out of every line, counted nowhere as abandoned; the
+        # history says how it ended
+        await registry.end(cid, "hold-w", "main", reason="caller hung up")
         assert await registry.record(cid) == {} and await registry.waiting("north") == []
+        end = (await registry.history(cid))[-1]
+        assert end["action"] == "end" and end["reason"] == "caller hung up"
+        assert end["agent"] == "carol" and end["waited_ms"] == end["at"] - 5000
         assert await registry.waits("north") == [] and await registry.waits("main") != []
 
 
