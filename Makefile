@@ -4,9 +4,9 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 export LIVEKIT_DEV_URL := ws://127.0.0.1:7880
 
-.PHONY: setup venv stack-install stack stack-down dev test test-unit test-integration test-e2e demo bench bench-monitoring burst lint provision-local clean
+.PHONY: setup venv stack-install console console-deps stack stack-down dev test test-unit test-integration test-e2e demo bench bench-monitoring burst lint provision-local clean
 
-setup: venv stack-install
+setup: venv stack-install console
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml requirements.lock
@@ -18,6 +18,22 @@ $(VENV_STAMP): pyproject.toml requirements.lock
 
 stack-install:
 	bash devstack/install.sh
+
+# The agents' console (console/): livekit-client, esbuild, TypeScript and
+# Biome from npm at the versions package-lock.json pins (`npm ci`), bundled
+# into console/dist/ (git-ignored), which the desk serves at /.
+CONSOLE_DEPS := console/node_modules/.package-lock.json
+CONSOLE_BUILT := console/dist/index.html
+NPM := npm --prefix console --no-audit --no-fund
+
+console: $(CONSOLE_BUILT)
+console-deps: $(CONSOLE_DEPS)
+$(CONSOLE_DEPS): console/package.json console/package-lock.json
+	@command -v npm >/dev/null || { echo "make setup: npm not found: run devstack/install.sh (it installs Debian's nodejs and npm) or install Node.js 20+" >&2; exit 1; }
+	$(NPM) ci
+	@touch $@
+$(CONSOLE_BUILT): $(CONSOLE_DEPS) console/build.mjs console/index.html console/app.css $(wildcard console/src/*.ts)
+	$(NPM) run -s build
 
 # Start the local stack unless LIVEKIT_URL points somewhere else.
 stack: setup
@@ -34,9 +50,9 @@ provision-local: stack
 	  --number "$$DEV_TRUNK_NUMBER" --allowed-address 127.0.0.1/32 \
 	  --header X-Store-Id=store.id
 
+# The worker, and beside it the desk serving the agents' console (devstack/dev.sh).
 dev: provision-local
-	@source devstack/env.sh && bash devstack/how-to-call.sh && \
-	  exec $(PY) -m worker dev
+	@bash devstack/dev.sh
 
 # The tests run the stack and themselves in a private network namespace
 # (only loopback, no route out); see .ci/pytest-all.sh.
@@ -89,13 +105,14 @@ burst: setup
 # on every shell script; .shellcheckrc says where sourced files are.
 SHELL_SCRIPTS = $$(git ls-files '*.sh') .ci/run
 
-lint: venv
+lint: venv console-deps
 	$(PY) -m ruff check worker harness tests bench assets
 	$(PY) -m ruff format --check worker harness tests bench assets
 	$(PY) -m mypy worker harness bench
 	.venv/bin/hadolint Dockerfile
 	@command -v shellcheck >/dev/null || { echo "make lint: shellcheck not found: run make setup (devstack/install.sh installs it) or apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)
+	cd console && node_modules/.bin/tsc --noEmit -p . && node_modules/.bin/biome ci --colors=off --error-on-warnings .
 
 clean: stack-down
-	rm -rf .venv
+	rm -rf .venv console/node_modules console/dist

@@ -24,10 +24,15 @@ die() { echo "devstack/install.sh: ERROR: $*" >&2; exit 1; }
 # check_loopback.sh; nftables (nft) for the e2e media faults (tests/e2e/support/faults.py
 # drops a caller's RTP in the kernel); espeak-ng for assets/make_announcement.sh (the
 # default announcement, committed; the e2e store tests speak their own with it);
-# the shellcheck package for `make lint` (every shell script of the project).
+# the shellcheck package for `make lint` (every shell script of the project);
+# chromium and chromium-driver for the agents' console's browser tests
+# (tests/browser: Playwright drives /usr/bin/chromium; no browser is downloaded);
+# nodejs and npm only where no Node.js is installed already (the console's
+# build, `make console`: npm ci + esbuild).
 APT_PKGS=(redis-server redis-tools pkg-config gcc libc6-dev
           libopus-dev libopusfile-dev libsoxr-dev curl iproute2 ca-certificates nftables
-          espeak-ng shellcheck)
+          espeak-ng shellcheck chromium chromium-driver)
+command -v npm >/dev/null || APT_PKGS+=(nodejs npm)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

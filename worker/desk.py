@@ -18,6 +18,8 @@ sees, takes and hangs up only calls of their stores.
     GET  /calls/{id}/history     the agents' actions on the call
     GET  /stores/{store}/waits   recent and average waits, abandoned calls
     GET  /openapi.json           this API as an OpenAPI 3 document
+    GET  /                       the agents' console (console/, built by make setup),
+                                 its files under /console/
 
 Hold and resume reach the call's hold worker as a `hold.control` data message
 (LiveKit SendData to its participant only). Errors are JSON `{"error": "<one
@@ -39,6 +41,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -179,9 +182,10 @@ class Desk:
     role_attribute: str = "role=agent"
     poll_s: float = POLL_S
     keepalive_s: float = KEEPALIVE_S
+    console: Path | None = None  # the built console (index.html and its files)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_json_errors])
+        app = web.Application(middlewares=[_json_errors, self._console_headers])
         app.add_routes(
             [
                 web.get("/health", self.health),
@@ -195,9 +199,33 @@ class Desk:
                 web.post("/calls/{id}/hangup", self.hangup),
                 web.get("/calls/{id}/history", self.history),
                 web.get("/stores/{store}/waits", self.waits),
+                web.get("/", self.console_page),
             ]
         )
+        if self.console is not None and (self.console / "index.html").is_file():
+            app.router.add_static(CONSOLE_PREFIX, self.console, append_version=False)
         return app
+
+    # ---- the agents' console (static files) ------------------------------------
+
+    async def console_page(self, _request: web.Request) -> web.StreamResponse:
+        page = self.console / "index.html" if self.console is not None else None
+        if page is None or not page.is_file():
+            raise DeskError(404, f"the console is not built ({page}): run make setup")
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @web.middleware
+    async def _console_headers(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """The console's page and files: nothing but this desk and the LiveKit
+        server may be reached from them (Content-Security-Policy)."""
+        resp = await handler(request)
+        if request.path == "/" or request.path.startswith(CONSOLE_PREFIX + "/"):
+            resp.headers.update(console_headers(self.livekit.url))
+        return resp
 
     # ---- who asks -------------------------------------------------------------
 
@@ -553,6 +581,25 @@ class Desk:
         return _json(OPENAPI)
 
 
+CONSOLE_PREFIX = "/console"
+
+
+def console_headers(livekit_url: str) -> dict[str, str]:
+    """Security headers of the console: its own scripts and styles only, and
+    connections to this desk and to the LiveKit server (ws and http)."""
+    ws = livekit_url.rstrip("/")
+    http = re.sub(r"^ws", "http", ws)
+    return {
+        "Content-Security-Policy": (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"media-src 'self' blob: mediastream:; connect-src 'self' {ws} {http}; "
+            "base-uri 'none'; form-action 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
 # ---- the OpenAPI document ---------------------------------------------------------
 
 
@@ -752,6 +799,16 @@ OPENAPI: dict[str, Any] = {
             }
         },
         "/openapi.json": {"get": {"security": [], "responses": {"200": {"description": "this"}}}},
+        "/": {
+            "get": {
+                "security": [],
+                "summary": "the agents' console (a page; its files under /console/)",
+                "responses": {
+                    "200": {"description": "text/html"},
+                    "404": _err("the console is not built"),
+                },
+            }
+        },
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
@@ -872,6 +929,7 @@ def build(settings: Settings, env: Mapping[str, str]) -> Desk:
         offer_s=settings.desk_offer_s,
         identity_prefix=settings.agent_identity_prefix,
         role_attribute=settings.agent_role_attribute,
+        console=settings.desk_console,
     )
     return desk
 
@@ -911,6 +969,8 @@ def main(argv: list[str], s: Settings) -> int:
     app = desk.app()
     app.cleanup_ctx.append(_livekit_api(desk))
     shown = ", ".join(sorted(desk.show_caller_number)) or "none"
+    if desk.console is None or not (desk.console / "index.html").is_file():
+        logger.warning(f"desk: no console at {desk.console} (run make setup): / answers 404")
     print(
         f"hold desk: http://{s.desk_host}:{s.desk_port}/ over the call registry in Redis; "
         f"LiveKit {desk.livekit.url}; room tokens {s.desk_token_ttl_s} s; full caller "

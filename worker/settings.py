@@ -24,6 +24,8 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_HOLD_AUDIO = ASSETS / "hold-default.flac"
 # Made by assets/make_announcement.sh (espeak-ng); `announcement: default` in a store map.
 DEFAULT_ANNOUNCEMENT = ASSETS / "announce-default.flac"
+# The agents' console, built by `make setup` (console/, npm ci + esbuild).
+DEFAULT_CONSOLE = ASSETS.parent / "console" / "dist"
 
 
 class SettingsError(Exception):
@@ -106,6 +108,8 @@ class Settings(BaseSettings):
     desk_history_ttl_s: int = Field(86400, ge=60, le=90 * 86400)
     # a transfer to a named agent: only they may take the call for this long
     desk_offer_s: int = Field(30, ge=0, le=3600)
+    # The agents' console the desk serves at / (the built console/: make setup).
+    desk_console: Path = DEFAULT_CONSOLE
 
     # One-way audio detection (worker/media/detector.py); seconds.
     media_settle_s: float = Field(2.0, ge=0.0, le=30.0)
