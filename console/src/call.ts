@@ -44,14 +44,22 @@ export class CallRoom {
   private readonly audio: HTMLElement;
   private over = false;
 
-  /** `ctx`: an AudioContext made in the click that answered (autoplay rules). */
+  /** `ctx`: an AudioContext made in the click that answered (autoplay rules).
+   * `noiseSuppression`: the browser's, on the microphone (it also removes a
+   * steady tone after some seconds, such as a test signal). */
   constructor(
     private readonly ctx: AudioContext,
     audioBox: HTMLElement,
     private readonly on: CallEvents,
+    noiseSuppression = true,
   ) {
     this.audio = audioBox;
-    this.room = new Room({ adaptiveStream: false, dynacast: false, disconnectOnPageLeave: true });
+    this.room = new Room({
+      adaptiveStream: false,
+      dynacast: false,
+      disconnectOnPageLeave: true, // a closed tab leaves at once: hold audio is back
+      audioCaptureDefaults: { echoCancellation: true, autoGainControl: true, noiseSuppression },
+    });
     this.room
       .on(RoomEvent.TrackSubscribed, (track, _pub, participant) =>
         this.subscribed(track, participant),

@@ -17,6 +17,7 @@ interface Current {
 }
 
 const TOKEN_KEY = "hold-desk-token";
+const NS_KEY = "hold-desk-noise-suppression"; // "off" when the agent turned it off
 const BASE = ""; // the desk that served this page
 
 function el<T extends HTMLElement = HTMLElement>(id: string): T {
@@ -203,17 +204,22 @@ async function answer(call: Call): Promise<void> {
     showError(r.takenBy ? `Taken by ${r.takenBy}: ${r.error}` : r.error);
     return;
   }
-  const room = new CallRoom(audioCtx, el("audio"), {
-    level: showLevel,
-    ended: (why) => {
-      if (current?.room === room) {
-        current = null;
-        showNotice(why);
-        renderCall();
-        renderQueue();
-      }
+  const room = new CallRoom(
+    audioCtx,
+    el("audio"),
+    {
+      level: showLevel,
+      ended: (why) => {
+        if (current?.room === room) {
+          current = null;
+          showNotice(why);
+          renderCall();
+          renderQueue();
+        }
+      },
     },
-  });
+    el<HTMLInputElement>("noise-suppression").checked,
+  );
   current = { call, taken: r.data, room, answeredAt: Date.now(), state: "connecting", note: "" };
   renderCall();
   renderQueue();
@@ -374,6 +380,9 @@ function start(): void {
     ev.preventDefault();
     void hangUp(ev.currentTarget as HTMLFormElement);
   });
+  const ns = el<HTMLInputElement>("noise-suppression");
+  ns.checked = localStorage.getItem(NS_KEY) !== "off";
+  ns.addEventListener("change", () => localStorage.setItem(NS_KEY, ns.checked ? "on" : "off"));
   window.setInterval(tick, 1000);
 
   // a token handed over in the fragment (#token=...) is taken out of the URL at once
