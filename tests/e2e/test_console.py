@@ -319,6 +319,13 @@ async def desk_post(
         return r.status, await r.json()
 
 
+async def shoot(page: Any, path: str) -> None:
+    """A screenshot of the page down to its footer (the header, the call, the queue)."""
+    box = await page.locator("footer").bounding_box()
+    width = page.viewport_size["width"]
+    await page.screenshot(path=path, clip={"x": 0, "y": 0, "width": width, "height": box["y"]})
+
+
 def keep(stack: ConsoleStack, name: str) -> str:
     """Where a test artifact goes: pytest's base temp (kept for the last three runs)."""
     path = str(stack.work / name)
@@ -351,7 +358,7 @@ async def test_answer_hold_resume_in_the_browser(console, lk_env, lkapi, work_di
             wait_2 = await row.locator(".wait").text_content()
             badge = await row.locator(".badge").text_content()
             shot = keep(console, "console-waiting.png")
-            await page.screenshot(path=shot)
+            await shoot(page, shot)
 
             t_click = await answer(page, c.cid)
             t_talking = await state_at(page, "talking")
@@ -360,6 +367,7 @@ async def test_answer_hold_resume_in_the_browser(console, lk_env, lkapi, work_di
             for _ in range(20):
                 levels.append(await level(page))
                 await asyncio.sleep(0.1)
+            await shoot(page, keep(console, "console-in-call.png"))
             await asyncio.sleep(1.0)
 
             t_hold = time.time()
@@ -615,7 +623,7 @@ async def test_one_way_audio_turns_the_badge_red(console, lk_env, lkapi, work_di
                     f'#calls li[data-call-id="{c.cid}"] button.answer'
                 ).is_enabled()
                 shot = keep(console, "console-one-way.png")
-                await page.screenshot(path=shot)
+                await shoot(page, shot)
                 dropped = block.dropped()
                 a = await c.done(30.0)
             finally:

@@ -56,7 +56,6 @@ async def test_no_console_built_is_one_line_404(registry: Registry, tmp_path: Pa
         async with http.get(f"{url}/health") as r:
             health = r.status
     assert status == 404
-    assert body == {
-        "error": f"the console is not built ({tmp_path / 'not-built' / 'index.html'}): run make setup"
-    }
+    page = tmp_path / "not-built" / "index.html"
+    assert body == {"error": f"the console is not built ({page}): run make setup"}
     assert health == 200
