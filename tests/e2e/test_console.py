@@ -436,7 +436,12 @@ async def test_answer_hold_resume_in_the_browser(console, lk_env, lkapi, work_di
     assert tone_back is not None and tone_back - t_resume <= 1.0
     assert after_tone > 0.9 and after_hold < 0.05
     assert 0 < t_gone - t_hangup <= 3.0
-    assert hist == [("take", "alice"), ("hold", "alice"), ("resume", "alice"), ("hangup", "alice")]
+    assert [x for x in hist if x[0] != "end"] == [  # the worker's "end" may follow
+        ("take", "alice"),
+        ("hold", "alice"),
+        ("resume", "alice"),
+        ("hangup", "alice"),
+    ]
     assert errors == []
 
 
