@@ -19,6 +19,7 @@ interface Current {
 const TOKEN_KEY = "hold-desk-token";
 const NS_KEY = "hold-desk-noise-suppression"; // "off" when the agent turned it off
 const BASE = ""; // the desk that served this page
+const MUTE_AFTER_TRANSFER_MS = 1500; // after a transfer: once the hold audio is back
 
 function el<T extends HTMLElement = HTMLElement>(id: string): T {
   const found = document.getElementById(id);
@@ -332,7 +333,14 @@ async function transfer(form: HTMLFormElement): Promise<void> {
     showError(r.error);
     return;
   }
-  await cur.room.setMuted(true);
+  // The hold worker cuts this microphone from the caller as it brings the
+  // hold audio back (a few hundred ms). Muting at once would leave the caller
+  // in silence until then, so the microphone is muted only after that.
+  window.setTimeout(() => {
+    if (current === cur && cur.state === "transferred") {
+      void cur.room.setMuted(true);
+    }
+  }, MUTE_AFTER_TRANSFER_MS);
   const offered = r.data.offered_to ? `, offered to ${r.data.offered_to}` : "";
   cur.state = "transferred";
   cur.note =

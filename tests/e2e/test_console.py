@@ -548,7 +548,7 @@ async def test_transfer_between_consoles_never_silent(console, lk_env, lkapi, wo
     assert anna_on_hold < 0.05 and hold_waiting > 0.9
     assert t_offered - t_transfer <= 1.0
     assert b_heard is not None and b_heard - t_b <= 2.5
-    assert gap <= 0.3
+    assert gap <= 0.5  # silence: more than 0.5 s with neither (as in test_desk_stack.py)
     assert b_after > 0.9 and hold_after < 0.05
     assert t_a_out - t_b <= 3.0
     assert hist[:3] == [("take", "anna"), ("transfer", "anna"), ("take", "bert")], hist

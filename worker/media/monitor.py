@@ -49,6 +49,7 @@ logger = logging.getLogger("hold-worker.media")
 POLL_S = 0.5
 FRAME_MS = 200
 RATE = 8000
+STREAM_CLOSE_S = 2.0  # the longest a closing audio stream may hold the call's teardown
 
 
 class RoomLike(Protocol):
@@ -88,7 +89,15 @@ async def audio_levels(track: Any) -> AsyncIterator[np.ndarray]:
         async for ev in stream:
             yield np.frombuffer(ev.frame.data, dtype=np.int16)
     finally:
-        await stream.aclose()
+        # AudioStream.aclose() waits for the FFI's end-of-stream event, which
+        # does not always come once the caller's track is gone ("Attempted to
+        # drop unknown FFI handle"): in CI it held a call's teardown 35 s, its
+        # record and place in line with it. Bounded; on timeout wait_for
+        # cancels the wait (and the stream's own task with it).
+        try:
+            await asyncio.wait_for(stream.aclose(), STREAM_CLOSE_S)
+        except TimeoutError:
+            logger.warning(f"the caller's audio stream did not close in {STREAM_CLOSE_S:g} s")
 
 
 def _is_audio(track: Any) -> bool:
