@@ -181,12 +181,22 @@ class CallPublisher:
             await self._each(lambda s, v: s.state(v))
 
     async def _each(self, call: Callable[[Sink, CallView], Coroutine[Any, Any, None]]) -> None:
+        """Every sink at once: a slow one (the room's attributes can take the
+        SDK's 5 s timeout) never holds back another (the registry, which the
+        desk's waiting list reads)."""
         view = self._view()
-        for sink in self.sinks:
-            try:
-                await call(sink, view)
-            except Exception as e:  # a sink's own bug: logged, the call goes on
-                self.log.warning(f"{type(sink).__name__} failed: {type(e).__name__}: {e}")
+        await asyncio.gather(*(self._one(sink, call, view) for sink in self.sinks))
+
+    async def _one(
+        self,
+        sink: Sink,
+        call: Callable[[Sink, CallView], Coroutine[Any, Any, None]],
+        view: CallView,
+    ) -> None:
+        try:
+            await call(sink, view)
+        except Exception as e:  # a sink's own bug: logged, the call goes on
+            self.log.warning(f"{type(sink).__name__} failed: {type(e).__name__}: {e}")
 
     async def store_known(self) -> None:
         self.changed()

@@ -203,6 +203,42 @@ def test_publisher_collapses_changes_and_always_sends_the_final_state(world: Wor
     assert msg["type"] == MEDIA_MESSAGE_TYPE and msg["media.verdict"] == "inbound_stopped"
 
 
+def test_a_slow_sink_never_holds_back_another(world: World) -> None:
+    """The room's attribute update can hang until the SDK's timeout; the
+    registry's write (what the desk's waiting list reads) goes out meanwhile.
+    Before: sinks were written one after the other (a call showed in the
+    desk's list 5 s late in a real-stack run)."""
+    written: list[tuple[str, float]] = []
+
+    class Slow:
+        async def state(self, _v: CallView) -> None:
+            await asyncio.sleep(2.0)
+            written.append(("slow", time.monotonic()))
+
+        async def store(self, _v: CallView) -> None: ...
+
+        async def media(self, _v: CallView, _f: Any) -> None: ...
+
+        async def ended(self, _v: CallView) -> None: ...
+
+    class Fast(Slow):
+        async def state(self, _v: CallView) -> None:
+            written.append(("fast", time.monotonic()))
+
+    pub = CallPublisher([Slow(), Fast()], view, log)
+
+    async def go() -> float:
+        t0 = time.monotonic()
+        pub.start()
+        await asyncio.sleep(0.2)
+        await pub.aclose()
+        return t0
+
+    t0 = world.loop.run_until_complete(go())
+    fast = [t for who, t in written if who == "fast"]
+    assert fast and fast[0] - t0 < 0.5, written
+
+
 def test_a_failing_sink_never_stops_the_others(world: World) -> None:
     class Broken:
         async def state(self, _v: CallView) -> None:
