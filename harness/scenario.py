@@ -26,11 +26,26 @@ import numpy as np
 from livekit import api
 
 from harness.agents import HumanAgent
-from harness.analysis import WINDOW_S, hold_span, notch, read_wav, tone_presence, write_tone_wav
-from harness.rooms import await_monitoring, find_call_room, worker_gone_at, worker_info
+from harness.analysis import (
+    WINDOW_S,
+    CallerAudio,
+    hold_span,
+    notch,
+    read_wav,
+    tone_presence,
+    write_tone_wav,
+)
+from harness.rooms import (
+    await_monitoring,
+    find_call_room,
+    held_by_worker,
+    worker_gone_at,
+    worker_info,
+)
 from harness.sip import dialled
 from harness.stack import REPO
 from worker.protocol import ATTR_MEDIA_IN, ATTR_MEDIA_OUT
+from worker.registry import call_id
 
 TONE_SHARE = 0.2  # share of a window's energy at the tone that counts as "heard"
 
@@ -247,3 +262,54 @@ def format_timeline(out: CallOutcome) -> str:
         return ""
     t0 = out.timeline[0][0]
     return "\n".join(f"  +{(t - t0) * 1000:7.0f} ms  {what}" for t, what in out.timeline)
+
+
+@dataclass
+class PlacedCall:
+    """A pjsua2 caller whose call a hold worker holds: its process, its
+    result file, and the call's room and registry id."""
+
+    number: str
+    proc: asyncio.subprocess.Process
+    result: Path
+    room: str = ""
+    cid: str = ""
+
+    async def done(self, timeout: float = 60.0) -> CallerAudio:
+        """The caller's recording once it hung up."""
+        await asyncio.wait_for(self.proc.wait(), timeout)
+        return CallerAudio.load(self.result)
+
+    def answered_at(self) -> float:
+        return float(json.loads(self.result.read_text())["events"]["answered"]["wall"])
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def place_call(
+    env: dict[str, str],
+    lk: api.LiveKitAPI,
+    work: Path,
+    number: str,
+    *,
+    freqs: list[float],
+    duration: float,
+    target: str,
+    tag: str,
+    extra: tuple[str, ...] = (),
+) -> PlacedCall:
+    """Dial `target` from `number` and return once a hold worker holds the call."""
+    proc, _rec, res = await start_caller(
+        env, work, number, freqs, duration=duration, target=target, tag=tag, extra=extra
+    )
+    c = PlacedCall(number, proc, res)
+    try:
+        c.room = await held_by_worker(lk, number, timeout=15.0)
+    except BaseException:
+        await c.stop()
+        raise
+    c.cid = call_id(c.room)
+    return c

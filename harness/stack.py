@@ -294,3 +294,81 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
     except subprocess.TimeoutExpired:
         pass
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a service started next)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, timeout: float = 10.0) -> None:
+    """A service's GET /health answers 200 (the desk prints its line just
+    before it binds)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1.0) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not healthy within {timeout} s")
+
+
+@dataclass
+class DeskRun:
+    """A hold worker and the desk (`python -m worker desk`) over the same
+    store map and Redis, as the desk's and the console's tests run them."""
+
+    url: str
+    secret: str = field(repr=False)
+    worker: WorkerProcess
+    desk: WorkerProcess
+
+    def stop(self) -> None:
+        stop_worker(self.desk)
+        stop_worker(self.worker)
+
+
+def start_desk(
+    env: dict[str, str], work: Path, store_map: Path, redis_url: str, **desk_env: str
+) -> DeskRun:
+    """The worker (settle 1 s) and the desk on a free port with a secret of
+    its own, both logging under `work`; returns once the desk is healthy."""
+    shared = {"HOLD_STORES": str(store_map), "HOLD_REDIS_URL": redis_url}
+    (work / "worker").mkdir(exist_ok=True)
+    (work / "desk").mkdir(exist_ok=True)
+    w = start_worker({**env, **shared}, work / "worker", HOLD_HANDOFF_SETTLE_S="1")
+    secret, port = secrets.token_hex(32), free_port()
+    desk = {
+        **shared,
+        "HOLD_DESK_SECRET": secret,
+        "HOLD_DESK_HOST": "127.0.0.1",
+        "HOLD_DESK_PORT": str(port),
+        **desk_env,
+    }
+    try:
+        dk = start_worker(
+            {**env, **desk},
+            work / "desk",
+            argv=[sys.executable, "-m", "worker", "desk"],
+            ready="hold desk: http://",
+            register_timeout=30.0,
+        )
+    except BaseException:
+        stop_worker(w)
+        raise
+    run = DeskRun(f"http://127.0.0.1:{port}", secret, w, dk)
+    try:
+        wait_healthy(run.url)
+    except BaseException:
+        run.stop()
+        raise
+    return run

@@ -73,16 +73,17 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # (JSON {agent id: unix ms they left the room}), history ttl ms, waiting-key
 # prefix, the history's requeue action, field, value, ...
 # A call an agent took at the desk (`taken_by`) is not in line, unless that
-# agent has left the room (a closed tab): then it goes back into line
-# (`requeued`). A transferred call waits in its `transfer_store`'s line (the
+# agent has left the room (a closed tab) and nobody hung it up at the desk:
+# then it goes back into line (`requeued`). A transferred call waits in its `transfer_store`'s line (the
 # desk put it there), whatever the worker's state.
 _WRITE = (
     _MAY_WRITE
     + _NOW
     + """
 if not ok then return 0 end
-local taker, taken_at = unpack(redis.call('HMGET', KEYS[1], 'taken_by', 'taken_at'))
-local left = taker and cjson.decode(ARGV[7])[taker]
+local taker, taken_at, hung_up = unpack(redis.call('HMGET', KEYS[1], 'taken_by', 'taken_at',
+  'ended_by'))
+local left = taker and not hung_up and cjson.decode(ARGV[7])[taker]
 if left and left >= (tonumber(taken_at) or 0) then
   redis.call('HDEL', KEYS[1], 'taken_by', 'taken_at', 'held')
   redis.call('HINCRBY', KEYS[1], 'requeued', 1)

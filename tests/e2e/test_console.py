@@ -21,7 +21,6 @@ import asyncio
 import json
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,17 +35,17 @@ from livekit import api
 
 from harness import stack as stackmod
 from harness.analysis import WINDOW_S, CallerAudio, write_tone_wav
-from harness.rooms import held_by_worker, participants
-from harness.scenario import start_caller
-from harness.stack import REPO, WorkerProcess, start_worker, stop_worker
+from harness.rooms import participants
+from harness.scenario import PlacedCall as Caller
+from harness.scenario import place_call
+from harness.stack import REPO, WorkerProcess, start_desk
 from tests.e2e.support.ci import unavailable
 from tests.e2e.support.faults import RtpBlock, free_rtp_port, nft_available
 from tests.e2e.test_agent_controls import wait_state
-from tests.e2e.test_desk_stack import free_port, longest_gap, wait_healthy
+from tests.e2e.test_desk_stack import longest_gap
 from tests.e2e.test_registry_recovery import redis_url
 from tests.e2e.test_stores import target
 from worker.desk import mint_token
-from worker.registry import call_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -119,34 +118,11 @@ def console(
     (d / "stores.yaml").write_text(MAP)
     p = stackmod.provision(lk_env, TRUNK, RULE, "--stores", str(d / "stores.yaml"))
     assert p.returncode == 0, p.stderr
-    env = {"HOLD_STORES": str(d / "stores.yaml"), "HOLD_REDIS_URL": redis_url()}
-    (d / "worker").mkdir()
-    (d / "desk").mkdir()
-    w = start_worker(lk_env, d / "worker", HOLD_HANDOFF_SETTLE_S="1", **env)
-    secret, port = secrets.token_hex(32), free_port()
+    run = start_desk(lk_env, d, d / "stores.yaml", redis_url(), HOLD_DESK_CONSOLE=str(CONSOLE))
     try:
-        dk = start_worker(
-            lk_env,
-            d / "desk",
-            argv=[sys.executable, "-m", "worker", "desk"],
-            ready="hold desk: http://",
-            register_timeout=30.0,
-            HOLD_DESK_SECRET=secret,
-            HOLD_DESK_HOST="127.0.0.1",
-            HOLD_DESK_PORT=str(port),
-            HOLD_DESK_CONSOLE=str(CONSOLE),
-            **env,
-        )
-    except BaseException:
-        stop_worker(w)
-        raise
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url)
-        yield ConsoleStack(url, secret, w, dk, d)
+        yield ConsoleStack(run.url, run.secret, run.worker, run.desk, d)
     finally:
-        stop_worker(dk)
-        stop_worker(w)
+        run.stop()
         print(f"\nconsole tests: artifacts {ARTIFACTS}")
 
 
@@ -236,26 +212,6 @@ async def level(page: Any) -> float | None:
     return None if v is None else float(v)
 
 
-@dataclass
-class Caller:
-    proc: asyncio.subprocess.Process
-    result: Path
-    room: str = ""
-    cid: str = ""
-
-    async def done(self, timeout: float = 30.0) -> CallerAudio:
-        await asyncio.wait_for(self.proc.wait(), timeout)
-        return CallerAudio.load(self.result)
-
-    def answered_at(self) -> float:
-        return float(json.loads(self.result.read_text())["events"]["answered"]["wall"])
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-
 async def dial(
     lk_env: dict[str, str],
     lkapi: api.LiveKitAPI,
@@ -264,24 +220,17 @@ async def dial(
     duration: float,
     extra: tuple[str, ...] = (),
 ) -> Caller:
-    proc, _rec, res = await start_caller(
+    return await place_call(
         lk_env,
+        lkapi,
         work,
         number,
-        [CALLER_HZ],
+        freqs=[CALLER_HZ],
         duration=duration,
         target=target(lk_env, NUMBER),
         tag=f"console-{number[-4:]}",
         extra=extra,
     )
-    c = Caller(proc, res)
-    try:
-        c.room = await held_by_worker(lkapi, number, timeout=15.0)
-    except BaseException:
-        await c.stop()
-        raise
-    c.cid = call_id(c.room)
-    return c
 
 
 def first_clean(a: CallerAudio, hz: float, not_hz: float, after: float) -> float | None:

@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +30,15 @@ from livekit import api
 from harness import stack as stackmod
 from harness.agents import HumanAgent
 from harness.analysis import WINDOW_S, CallerAudio, write_tone_wav
-from harness.rooms import held_by_worker, participants
-from harness.scenario import start_caller
-from harness.stack import WorkerProcess, start_worker, stop_worker
+from harness.rooms import participants
+from harness.scenario import PlacedCall as Caller
+from harness.scenario import place_call
+from harness.stack import WorkerProcess, start_desk
 from tests.e2e.test_agent_controls import state_of, wait_state
 from tests.e2e.test_registry_recovery import redis_url
 from tests.e2e.test_stores import target
 from worker.desk import mint_token
-from worker.registry import call_id, call_key, history_key
+from worker.registry import call_key, history_key
 
 pytestmark = pytest.mark.e2e
 
@@ -83,26 +81,6 @@ class DeskStack:
         return mint_token(self.secret, agent, stores, ttl_s=ttl_s)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(url: str, timeout: float = 10.0) -> None:
-    """The desk prints its line just before it binds: wait for /health."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1.0) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"desk at {url} not healthy within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def desk(lk_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeskStack]:
     d = tmp_path_factory.mktemp("desk")
@@ -112,34 +90,12 @@ def desk(lk_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
     store_map.write_text(MAP)
     p = stackmod.provision(lk_env, TRUNK, RULE, "--stores", str(store_map))
     assert p.returncode == 0, p.stderr
-    env = {"HOLD_STORES": str(store_map), "HOLD_REDIS_URL": redis_url()}
-    (d / "worker").mkdir()
-    (d / "desk").mkdir()
-    w = start_worker(lk_env, d / "worker", HOLD_HANDOFF_SETTLE_S="1", **env)
-    secret, port = secrets.token_hex(32), free_port()
+    run = start_desk(lk_env, d, store_map, redis_url())
     try:
-        dk = start_worker(
-            lk_env,
-            d / "desk",
-            argv=[sys.executable, "-m", "worker", "desk"],
-            ready="hold desk: http://",
-            register_timeout=30.0,
-            HOLD_DESK_SECRET=secret,
-            HOLD_DESK_HOST="127.0.0.1",
-            HOLD_DESK_PORT=str(port),
-            **env,
-        )
-    except BaseException:
-        stop_worker(w)
-        raise
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url)
-        yield DeskStack(url, secret, w, dk)
+        yield DeskStack(run.url, run.secret, run.worker, run.desk)
     finally:
-        stop_worker(dk)
-        stop_worker(w)
-        print(f"\ndesk log (tail):\n{dk.text()[-3000:]}")
+        run.stop()
+        print(f"\ndesk log (tail):\n{run.desk.text()[-3000:]}")
 
 
 @pytest_asyncio.fixture
@@ -260,27 +216,6 @@ async def desk_view(cid: str) -> dict[str, Any]:
     return {**{k: rec.get(k) for k in DESK_FIELDS}, "history": history}
 
 
-@dataclass
-class Caller:
-    number: str
-    proc: asyncio.subprocess.Process
-    result: Path
-    room: str = ""
-    cid: str = ""
-
-    async def done(self, timeout: float = 60.0) -> CallerAudio:
-        await asyncio.wait_for(self.proc.wait(), timeout)
-        return CallerAudio.load(self.result)
-
-    def answered_at(self) -> float:
-        return float(json.loads(self.result.read_text())["events"]["answered"]["wall"])
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-
 async def dial(
     lk_env: dict[str, str],
     lkapi: api.LiveKitAPI,
@@ -289,23 +224,16 @@ async def dial(
     number: str,
     duration: float,
 ) -> Caller:
-    proc, _rec, res = await start_caller(
+    return await place_call(
         lk_env,
+        lkapi,
         work,
         number,
-        [CALLER_HZ],
+        freqs=[CALLER_HZ],
         duration=duration,
         target=target(lk_env, NUMBERS[store]),
         tag=f"desk-{number[-4:]}",
     )
-    c = Caller(number, proc, res)
-    try:
-        c.room = await held_by_worker(lkapi, number, timeout=15.0)
-    except BaseException:
-        await c.stop()
-        raise
-    c.cid = call_id(c.room)
-    return c
 
 
 async def waiting_for(feed: Feed, cid: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -290,3 +290,21 @@ async def test_a_closed_event_stream_ends_quietly(
         await asyncio.sleep(0.5)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_a_call_hung_up_at_the_desk_is_not_requeued_when_its_agent_leaves(
+    registry: Registry,
+) -> None:
+    """The agent hangs up at the desk and their page leaves the room; the
+    worker may see them go before the caller: the call must not go back into
+    line. Before: the history got `requeue` after `hangup` (a stack run)."""
+    cid = await beat(registry)
+    async with serving(make_desk(registry)) as url, aiohttp.ClientSession() as h:
+        alice = bearer("alice", "main")
+        assert (await post(h, f"{url}/calls/{cid}/take", alice))[0] == 200
+        await beat(registry, state="monitoring")
+        assert (await post(h, f"{url}/calls/{cid}/hangup", alice, {"reason": "done"}))[0] == 200
+        await beat(registry, state="holding", gone={"alice": int(time.time() * 1000) + 5})
+        assert (await registry.record(cid))["taken_by"] == "alice"
+        assert await registry.waiting("main") == []
+        assert [x["action"] for x in await registry.history(cid)] == ["take", "hangup"]
