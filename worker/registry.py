@@ -74,8 +74,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # prefix, the history's requeue action, field, value, ...
 # A call an agent took at the desk (`taken_by`) is not in line, unless that
 # agent has left the room (a closed tab) and nobody hung it up at the desk:
-# then it goes back into line (`requeued`). A transferred call waits in its `transfer_store`'s line (the
-# desk put it there), whatever the worker's state.
+# then it goes back into line (`requeued`). A transferred call waits in its
+# `transfer_store`'s line (the desk put it there), whatever the worker's state.
 _WRITE = (
     _MAY_WRITE
     + _NOW
