@@ -189,6 +189,16 @@ class Feed:
                 raise AssertionError(f"{self.name}: no such event in {timeout} s; last {last}")
             await asyncio.sleep(0.01)
 
+    def gone_at(self, cid: str) -> float | None:
+        """Arrival of the first event without the call after one with it."""
+        present = False
+        for t, calls in self.events:
+            if by_id(calls, cid):
+                present = True
+            elif present:
+                return t
+        return None
+
     def seen(self) -> list[dict[str, Any]]:
         return [c for _t, calls in self.events for c in calls]
 
@@ -395,6 +405,11 @@ async def test_stores_see_their_own_calls_and_one_of_ten_agents_wins(
             store,
         )
         assert a.result.get("answered"), a.result
+    # the two calls nobody took: off the list once their caller hung up
+    abandoned = {}
+    for feed, c, a in ((north, callers[1], audios[1]), (south, callers[2], audios[2])):
+        gone = feed.gone_at(c.cid)
+        abandoned[c.cid] = None if gone is None else round(gone - a.ended_at, 3)
     wins = [(a, body) for a, (status, body) in zip(agents, answers, strict=True) if status == 200]
     losses = [body for status, body in answers if status == 409]
     print(
@@ -403,8 +418,10 @@ async def test_stores_see_their_own_calls_and_one_of_ten_agents_wins(
         f"({[d[1] for d in delays.values()]} s after the record's hold_since; stores "
         f"{[d[2] for d in delays.values()]}); ten agents race: statuses "
         f"{sorted(s for s, _b in answers)}, winner {wins[0][0] if wins else None}; the call "
-        f"left the stream {t_gone - t_take:.3f} s after the take; waits {w1}"
+        f"left the stream {t_gone - t_take:.3f} s after the take; the two abandoned calls "
+        f"left it {list(abandoned.values())} s after their caller hung up; waits {w1}"
     )
+    assert all(d is not None and d <= 1.0 for d in abandoned.values()), abandoned
     # each agent saw only its own store's calls, in one line per store
     north_ids = {c.cid for (s, _n), c in zip(plan, callers, strict=True) if s == NORTH}
     south_ids = {c.cid for (s, _n), c in zip(plan, callers, strict=True) if s == SOUTH}
