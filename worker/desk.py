@@ -347,26 +347,34 @@ class Desk:
     # ---- actions ----------------------------------------------------------------
 
     @staticmethod
-    def _refused(outcome: str, detail: str) -> DeskError:
+    def _check(outcome: str, detail: str, *, taken_status: int = 409) -> None:
+        """An action's outcome from the registry: nothing for "ok", else its
+        refusal. `taken_status`: 409 for a take (a colleague was faster), 403
+        for acting on a call another agent has."""
+        if outcome == "ok":
+            return
         if outcome == "missing":
-            return DeskError(404, "the call is no longer held")
+            raise DeskError(404, "the call is no longer held")
         if outcome == "taken":
-            return DeskError(409, f"the call is taken by {detail}", taken_by=detail)
+            raise DeskError(taken_status, f"the call is taken by {detail}", taken_by=detail)
         if outcome == "state":
-            return DeskError(409, f"the call is not waiting (state {detail})")
+            raise DeskError(409, f"the call is not waiting (state {detail})")
         if outcome == "offered":
-            return DeskError(409, f"the call is offered to {detail} for now", offered_to=detail)
+            raise DeskError(409, f"the call is offered to {detail} for now", offered_to=detail)
         if outcome == "not_taken":
-            return DeskError(409, "nobody has taken the call: take it first")
-        return DeskError(409, "the call moved to another store's line")
+            raise DeskError(409, "nobody has taken the call: take it first")
+        if outcome == "held":
+            raise DeskError(409, "the caller is on hold already")
+        if outcome == "not_held":
+            raise DeskError(409, f"the caller is not on hold (state {detail})")
+        raise DeskError(409, "the call moved to another store's line")
 
     async def take(self, request: web.Request) -> web.Response:
         agent = self.agent(request)
         cid, rec = await self._call_of(request, agent)
         line = line_of(rec)
         outcome, detail, transferred_by = await self.registry.take(cid, agent.id, line)
-        if outcome != "ok":
-            raise self._refused(outcome, detail)
+        self._check(outcome, detail)
         room = rec["room"]
         if transferred_by and transferred_by != agent.id:
             # the agent who transferred it leaves now; the worker holds meanwhile
@@ -409,10 +417,7 @@ class Desk:
             raise DeskError(400, f"reason: required, one line of at most {MAX_REASON} characters")
         cid, rec = await self._call_of(request, agent)
         outcome, detail = await self.registry.hang_up(cid, agent.id, line_of(rec), reason)
-        if outcome == "taken":
-            raise DeskError(403, f"the call is taken by {detail}", taken_by=detail)
-        if outcome != "ok":
-            raise self._refused(outcome, detail)
+        self._check(outcome, detail, taken_status=403)
         removed = await self._remove_callers(rec["room"])
         logger.info(f"desk: agent {agent.id} hung up call {cid}: {reason}")
         return _json({"id": cid, "room": rec["room"], "reason": reason, "removed": removed})
@@ -433,14 +438,7 @@ class Desk:
             raise DeskError(409, f"the caller is not talking to an agent (state {state})")
         owner = self._owner(rec)
         outcome, detail = await self.registry.control(cid, agent.id, line_of(rec), hold=hold)
-        if outcome == "taken":
-            raise DeskError(403, f"the call is taken by {detail}", taken_by=detail)
-        if outcome == "held":
-            raise DeskError(409, "the caller is on hold already")
-        if outcome == "not_held":
-            raise DeskError(409, f"the caller is not on hold (state {detail})")
-        if outcome != "ok":
-            raise self._refused(outcome, detail)
+        self._check(outcome, detail, taken_status=403)
         action = "hold" if hold else "resume"
         await self._tell_worker(rec["room"], owner, action, agent)
         logger.info(f"desk: agent {agent.id}: {action} call {cid}")
@@ -471,10 +469,7 @@ class Desk:
             to_agent=to_agent,
             offer_ms=self.offer_s * 1000,
         )
-        if outcome == "taken":
-            raise DeskError(403, f"the call is taken by {detail}", taken_by=detail)
-        if outcome != "ok":
-            raise self._refused(outcome, detail)
+        self._check(outcome, detail, taken_status=403)
         if rec.get("state") in TALKING:
             await self._tell_worker(rec["room"], owner, "hold", agent)
         logger.info(f"desk: agent {agent.id} transferred call {cid} to store {to_store}")
