@@ -191,6 +191,9 @@ class CallModel(RuleBasedStateMachine):
         self.caller_p = caller()
         self.caller_state = "absent"  # present | gone
         self.agents: dict[str, AgentModel] = {}
+        # agents the worker knew as agents and saw leave, not back since: the
+        # call goes back into line at the desk if the one who took it is here
+        self.left: set[str] = set()
         self.since = Since()
         self.checked = 0.0
         self.first_sound: float | None = None
@@ -205,6 +208,8 @@ class CallModel(RuleBasedStateMachine):
         self.session = w.session(
             self.settings, is_draining=lambda: self.draining, sinks=[self.record]
         )
+        # before the session binds its own: sees who leaves at that very moment
+        w.room.on("participant_disconnected", self._disconnected)
         self.task = w.loop.create_task(self.session.run())
         w.run_for(0.01)
         if early_caller == "during_publish":
@@ -313,7 +318,7 @@ class CallModel(RuleBasedStateMachine):
             a.pub = FakePublication(muted=publish == "muted")
             p.track_publications[a.pub.sid] = a.pub
         self._note(f"{name} joins ({publish})")
-        self.w.room.join(p)
+        self._join(p)
         self._step_done(after)
 
     @rule(name=st.sampled_from(AGENTS), after=AFTER)
@@ -323,8 +328,30 @@ class CallModel(RuleBasedStateMachine):
             return
         a.role_set = True
         self._note(f"{name} role=agent")
-        self.w.room.set_attributes(a.p, {"role": "agent"})
+        self._role(a)
         self._step_done(after)
+
+    # Who the worker saw leave as an agent and not come back (the final view's
+    # agents_left): whether it knew them as an agent, and still listened to the
+    # room, is its own state at the moment of the leave (_disconnected).
+    def _join(self, p: FakeParticipant) -> None:
+        assert self.w is not None
+        self.w.room.join(p)
+        self._back(p.identity)
+
+    def _role(self, a: AgentModel) -> None:
+        assert self.w is not None
+        self.w.room.set_attributes(a.p, {"role": "agent"})
+        self._back(a.p.identity)
+
+    def _back(self, name: str) -> None:
+        if name in self.session.people._agents:
+            self.left.discard(name)
+
+    def _disconnected(self, p: FakeParticipant) -> None:
+        people = self.session.people
+        if p.identity in people._agents and people._bound:  # an agent, seen leave
+            self.left.add(p.identity)
 
     def _set_audio(self, a: AgentModel, audio: str) -> None:
         """Move an agent's microphone to none / muted / live the way a browser
@@ -360,10 +387,10 @@ class CallModel(RuleBasedStateMachine):
             p = FakeParticipant(name, attributes={"role": "agent"})
             a = self.agents[name] = AgentModel(p, role_set=True)
             self._note(f"{name} joins to take the call")
-            self.w.room.join(p)
+            self._join(p)
         elif not a.recognised:
             a.role_set = True
-            self.w.room.set_attributes(a.p, {"role": "agent"})
+            self._role(a)
         self._set_audio(a, "live")
         self._step_done(talk_for)
 
@@ -640,6 +667,15 @@ class CallModel(RuleBasedStateMachine):
                 raise exc
         final = self.record.final
         assert final is not None and self.record.ends == 1, "the end published once"
+        # what the registry needs from the view: who left (to put a call whose
+        # agent left back into line) and why the call ended (its history)
+        left = {who for who, _at in final.agents_left}
+        if left != self.left:
+            self._fail(
+                f"final view: agents left {sorted(left)}, expected {sorted(self.left)} "
+                f"(the worker's room events now: {sorted(self.session.people.agents_left)})"
+            )
+        assert final.end_reason == self.session.lifecycle.end_reason
         # Orphaned (a guardian looks at once): required when the worker gave
         # the call up with the caller there; forbidden on a normal end, a
         # takeover, or when the worker knew the caller had left; either is
