@@ -1,0 +1,290 @@
+package main
+
+import (
+	"math"
+	"runtime"
+	"sort"
+	"time"
+)
+
+const (
+	gapMin        = 100 * time.Millisecond // a stretch longer than this without audio is a gap
+	handoffSilent = time.Second            // hold audio has ended once this long passes without it
+)
+
+type reportInput struct {
+	steadyStart, steadyEnd, obsEnd int64
+	cpuSteady, cpuAll              time.Duration
+	wallAll                        int64
+	ticksSteady                    int64
+	connected                      int
+}
+
+type levelSummary struct {
+	Windows       int      `json:"windows"`
+	AudibleShare  *float64 `json:"audible_share"` // windows above -50 dBFS, steady window
+	MeanDBFS      *float64 `json:"mean_dbfs"`
+	MinDBFS       *float64 `json:"min_dbfs"`
+	MaxDBFS       *float64 `json:"max_dbfs"`
+	TotalDecoded  int      `json:"windows_total"`
+	ThresholdDBFS float64  `json:"threshold_dbfs"`
+}
+
+type roomReport struct {
+	Room            string        `json:"room"`
+	Caller          string        `json:"caller"`
+	Connected       bool          `json:"connected"`
+	JoinedAt        *float64      `json:"joined_at"`
+	DeadAirMs       *float64      `json:"dead_air_ms"`
+	Packets         int           `json:"packets"`
+	Bytes           int           `json:"bytes"`
+	AudioPackets    int           `json:"audio_packets"`
+	GapShare        *float64      `json:"gap_share"`
+	GapMs           float64       `json:"gap_ms"`
+	LongestGapMs    float64       `json:"longest_gap_ms"`
+	MaxIntervalMs   float64       `json:"max_interval_ms"`
+	HoldPackets     int           `json:"hold_packets_total"`
+	HoldTracks      int32         `json:"hold_tracks"`
+	AgentFirstSent  *float64      `json:"agent_first_packet_at"`
+	HoldEndAt       *float64      `json:"hold_end_at"`
+	HandoffMs       *float64      `json:"handoff_ms"`
+	HoldUnpublished *float64      `json:"hold_unpublished_at"`
+	Levels          *levelSummary `json:"levels,omitempty"`
+	Errors          []string      `json:"errors,omitempty"`
+}
+
+type genReport struct {
+	CPUSteadyShare      float64 `json:"cpu_steady_share"` // of one core
+	CPUOverallShare     float64 `json:"cpu_overall_share"`
+	CPUSteadyPerRoomPct float64 `json:"cpu_steady_per_room_pct"`
+	CPUSteadyS          float64 `json:"cpu_steady_s"`
+	CPUOverallS         float64 `json:"cpu_overall_s"`
+	WallS               float64 `json:"wall_s"`
+	Ticks               int64   `json:"ticks"`
+	TicksSteady         int64   `json:"ticks_at_steady_end"`
+	LateTicks           int64   `json:"late_ticks"`
+	MaxLatenessMs       float64 `json:"max_lateness_ms"`
+	GOMAXPROCS          int     `json:"gomaxprocs"`
+}
+
+type summary struct {
+	Rooms           int      `json:"rooms"`
+	Connected       int      `json:"connected"`
+	Answered        int      `json:"answered"`
+	DeadAirP50      *float64 `json:"dead_air_ms_p50"`
+	DeadAirP95      *float64 `json:"dead_air_ms_p95"`
+	DeadAirMax      *float64 `json:"dead_air_ms_max"`
+	HandoffMeasured int      `json:"handoffs_measured"`
+	HandoffP50      *float64 `json:"handoff_ms_p50"`
+	HandoffP95      *float64 `json:"handoff_ms_p95"`
+	HandoffMax      *float64 `json:"handoff_ms_max"`
+	GapShareMean    *float64 `json:"gap_share_mean"`
+	GapShareMax     *float64 `json:"gap_share_max"`
+	RoomsWithGaps   int      `json:"rooms_with_gaps"`
+}
+
+type report struct {
+	Tool      string             `json:"tool"`
+	RunTag    string             `json:"runtag"`
+	Config    map[string]any     `json:"config"`
+	Phases    map[string]float64 `json:"phases"`
+	SteadyS   float64            `json:"steady_s"`
+	Generator genReport          `json:"generator"`
+	Summary   summary            `json:"summary"`
+	Rooms     []roomReport       `json:"rooms"`
+}
+
+func ptr(v float64) *float64 { return &v }
+
+func ms(ns int64) float64 { return math.Round(float64(ns)/1e4) / 100 }
+
+func round(v float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(v*p) / p
+}
+
+// percentile: nearest rank on a sorted copy.
+func percentile(vals []float64, p float64) *float64 {
+	if len(vals) == 0 {
+		return nil
+	}
+	s := append([]float64(nil), vals...)
+	sort.Float64s(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	i = max(0, min(i, len(s)-1))
+	return ptr(s[i])
+}
+
+func (g *gen) report(rooms []*roomRun, in reportInput) report {
+	c := g.cfg
+	window := in.steadyEnd - in.steadyStart
+	rep := report{
+		Tool:   "bench/loadgen",
+		RunTag: c.RunTag,
+		Config: map[string]any{
+			"url": c.URL, "rooms": c.Rooms, "prefix": c.Prefix, "agent_name": c.AgentName,
+			"join_interval_ms": c.JoinInterval.Milliseconds(), "store": c.Store,
+			"trunk_number": c.TrunkNumber, "answer_timeout_s": c.AnswerTimeout.Seconds(),
+			"settle_s": c.Settle.Seconds(), "steady_s": c.Steady.Seconds(), "handoff": c.Handoff,
+			"agent_interval_ms": c.AgentInterval.Milliseconds(), "handoff_wait_s": c.HandoffWait.Seconds(),
+			"decode_rooms": c.DecodeRooms,
+		},
+		Phases:  g.phases,
+		SteadyS: round(float64(window)/1e9, 3),
+	}
+	steadyCPU := in.cpuSteady.Seconds() / (float64(window) / 1e9)
+	rep.Generator = genReport{
+		CPUSteadyShare:      round(steadyCPU, 4),
+		CPUOverallShare:     round(in.cpuAll.Seconds()/(float64(in.wallAll)/1e9), 4),
+		CPUSteadyPerRoomPct: round(100*steadyCPU/float64(c.Rooms), 4),
+		CPUSteadyS:          round(in.cpuSteady.Seconds(), 3),
+		CPUOverallS:         round(in.cpuAll.Seconds(), 3),
+		WallS:               round(float64(in.wallAll)/1e9, 3),
+		Ticks:               g.tk.ticks.Load(),
+		TicksSteady:         in.ticksSteady,
+		LateTicks:           g.tk.lateTicks.Load(),
+		MaxLatenessMs:       ms(g.tk.maxLateness.Load()),
+		GOMAXPROCS:          runtime.GOMAXPROCS(0),
+	}
+
+	var deadAir, handoff, gapShares []float64
+	sum := summary{Rooms: c.Rooms, Connected: in.connected}
+	for _, r := range rooms {
+		rr := g.roomFigures(r, in.steadyStart, in.steadyEnd, in.obsEnd)
+		if rr.DeadAirMs != nil {
+			sum.Answered++
+			deadAir = append(deadAir, *rr.DeadAirMs)
+		}
+		if rr.HandoffMs != nil {
+			handoff = append(handoff, *rr.HandoffMs)
+		}
+		if rr.GapShare != nil {
+			gapShares = append(gapShares, *rr.GapShare)
+			if *rr.GapShare > 0 {
+				sum.RoomsWithGaps++
+			}
+		}
+		rep.Rooms = append(rep.Rooms, rr)
+	}
+	sum.DeadAirP50, sum.DeadAirP95, sum.DeadAirMax = percentile(deadAir, 50), percentile(deadAir, 95), percentile(deadAir, 100)
+	sum.HandoffMeasured = len(handoff)
+	sum.HandoffP50, sum.HandoffP95, sum.HandoffMax = percentile(handoff, 50), percentile(handoff, 95), percentile(handoff, 100)
+	if len(gapShares) > 0 {
+		var total float64
+		for _, v := range gapShares {
+			total += v
+		}
+		sum.GapShareMean = ptr(round(total/float64(len(gapShares)), 5))
+		sum.GapShareMax = percentile(gapShares, 100)
+	}
+	rep.Summary = sum
+	return rep
+}
+
+func (g *gen) roomFigures(r *roomRun, s, e, obsEnd int64) roomReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rr := roomReport{Room: r.name, Caller: r.caller, Connected: r.connectedAt != 0, HoldPackets: len(r.rx),
+		HoldTracks: r.holdTrackSubscriptions.Load()}
+	for _, e := range []string{r.connectErr, r.dispatch, r.agentErr} {
+		if e != "" {
+			rr.Errors = append(rr.Errors, e)
+		}
+	}
+	if r.connectedAt == 0 {
+		return rr
+	}
+	rr.JoinedAt = ptr(round(r.joinedUnix, 3))
+	if fb := r.firstBig.Load(); fb != 0 {
+		rr.DeadAirMs = ptr(ms(fb - r.connectedAt))
+	}
+	if r.holdUnpublishedAt != 0 {
+		rr.HoldUnpublished = ptr(round(g.unix(r.holdUnpublishedAt), 3))
+	}
+
+	// Steady window: every packet counted; gaps between audio packets.
+	prev := s
+	var gap, longest, maxInterval int64
+	stretch := func(d int64) {
+		maxInterval = max(maxInterval, d)
+		if d > int64(gapMin) {
+			gap += d - int64(framePeriod)
+			longest = max(longest, d)
+		}
+	}
+	for _, p := range r.rx {
+		if p.at < s || p.at > e {
+			continue
+		}
+		rr.Packets++
+		rr.Bytes += int(p.size)
+		if int(p.size) > bigPayloadSize {
+			rr.AudioPackets++
+			stretch(p.at - prev)
+			prev = p.at
+		}
+	}
+	stretch(e - prev)
+	if e > s {
+		rr.GapShare = ptr(round(float64(gap)/float64(e-s), 5))
+	}
+	rr.GapMs = ms(gap)
+	rr.LongestGapMs = ms(longest)
+	rr.MaxIntervalMs = ms(maxInterval)
+
+	// Handoff: agent's first packet sent -> the last audio packet after which
+	// none came for >= 1 s (within the observation, which ends at obsEnd).
+	if r.agentTx != nil {
+		if a := r.agentTx.firstSent.Load(); a != 0 {
+			rr.AgentFirstSent = ptr(round(g.unix(a), 3))
+			var big []int64
+			for _, p := range r.rx {
+				if int(p.size) > bigPayloadSize && p.at <= obsEnd {
+					big = append(big, p.at)
+				}
+			}
+			// start from the last audio packet before the agent's first one
+			i := sort.Search(len(big), func(i int) bool { return big[i] >= a })
+			if i > 0 {
+				i--
+			}
+			for ; i < len(big); i++ {
+				next := obsEnd
+				if i+1 < len(big) {
+					next = big[i+1]
+				}
+				if next-big[i] >= int64(handoffSilent) {
+					rr.HoldEndAt = ptr(round(g.unix(big[i]), 3))
+					rr.HandoffMs = ptr(ms(big[i] - a))
+					break
+				}
+			}
+		}
+	}
+
+	if r.meter != nil {
+		ls := &levelSummary{TotalDecoded: len(r.meter.levels), ThresholdDBFS: -50}
+		var audible int
+		var sumDB float64
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for _, w := range r.meter.levels {
+			if w.at < s || w.at > e {
+				continue
+			}
+			ls.Windows++
+			if w.dbfs > -50 {
+				audible++
+			}
+			sumDB += w.dbfs
+			lo, hi = min(lo, w.dbfs), max(hi, w.dbfs)
+		}
+		if ls.Windows > 0 {
+			ls.AudibleShare = ptr(round(float64(audible)/float64(ls.Windows), 4))
+			ls.MeanDBFS = ptr(round(sumDB/float64(ls.Windows), 1))
+			ls.MinDBFS = ptr(round(lo, 1))
+			ls.MaxDBFS = ptr(round(hi, 1))
+		}
+		rr.Levels = ls
+	}
+	return rr
+}
