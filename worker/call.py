@@ -64,7 +64,7 @@ from .lifecycle import (
 from .media import metrics
 from .media.detector import Inbound, Outbound, Thresholds, Verdict
 from .media.levels import LevelWindow
-from .media.monitor import InboundStats, MediaMonitor
+from .media.monitor import InboundStats, MediaMonitor, audio_levels
 from .protocol import (
     ATTR_MEDIA_IN,
     ATTR_MEDIA_OUT,
@@ -507,6 +507,7 @@ class CallSession:
             thresholds=thresholds,
             clock=self.clock,
             on_verdict=self._on_media_verdict,
+            levels=audio_levels if self.settings.media_levels == "stream" else None,
         )
         self.monitor.start()
 

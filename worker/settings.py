@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     media_outbound_after_s: float = Field(5.0, gt=0.0, le=120.0)
     media_silence_peak_lsb: int = Field(4, ge=0, le=1000)
     media_topic: str = Field(MEDIA_TOPIC, min_length=1, max_length=64)
+    # Where the caller's audio levels come from: WebRTC's audio-energy
+    # statistics (no decoded frame crosses into Python), or an AudioStream of
+    # the decoded audio (the older way, 5 events a second per call).
+    media_levels: Literal["stats", "stream"] = "stats"
     # What to do when the caller's media stays broken: nothing (default),
     # hang up, or transfer to HOLD_TRANSFER_TARGET.
     media_action: Literal["none", "hangup", "transfer"] = "none"

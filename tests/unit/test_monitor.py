@@ -23,9 +23,11 @@ from worker.media.monitor import MediaMonitor
 CALLER = "sip_caller"
 
 
-def stats(packets: int) -> list[rtc.stats.RtcStats]:
+def stats(packets: int, energy: float = 0.0, duration: float = 0.0) -> list[rtc.stats.RtcStats]:
     s = rtc.stats.RtcStats()
     s.inbound_rtp.received.packets_received = packets
+    s.inbound_rtp.inbound.total_audio_energy = energy
+    s.inbound_rtp.inbound.total_samples_duration = duration
     return [s]
 
 
@@ -35,11 +37,18 @@ class FakeTrack:
     packets: int = 0
     fail: bool = False
     kind: Any = rtc.TrackKind.KIND_AUDIO
+    energy: float = 0.0  # libwebrtc's cumulative totalAudioEnergy
+    duration: float = 0.0  # ... and totalSamplesDuration
+
+    def play(self, seconds: float, peak_lsb: float) -> None:
+        """What the playout adds: (level / full scale)^2 x seconds."""
+        self.duration += seconds
+        self.energy += (peak_lsb / 32767) ** 2 * seconds
 
     async def get_stats(self) -> list[rtc.stats.RtcStats]:
         if self.fail:
             raise RuntimeError("ffi: get_stats timed out")
-        return stats(self.packets)
+        return stats(self.packets, self.energy, self.duration)
 
 
 @dataclass
@@ -326,3 +335,64 @@ async def test_aclose_does_not_raise_when_a_task_failed(caplog: Any) -> None:
     assert any("media-levels failed" in x for x in messages)
     assert any("media poll failed" in x for x in messages)
     assert not m._tasks
+
+
+# ---- levels from the statistics (HOLD_MEDIA_LEVELS=stats, the default) ----------
+
+
+async def stats_levels_run(peak_lsb: float, polls: int) -> tuple[list[Verdict], list[Any]]:
+    room = FakeRoom()
+    room.join(CALLER)
+    clock = Clock()
+    verdicts: list[Verdict] = []
+    windows: list[Any] = []
+
+    def seen(v: Verdict, _s: Any, w: Any) -> None:
+        verdicts.append(v)
+        windows.append(w)
+
+    m = MediaMonitor(
+        room, CALLER, joined_at=0.0, thresholds=Thresholds(), clock=clock, on_verdict=seen
+    )
+    m.start()
+    track = FakeTrack("TR_caller")
+    room.publish_caller_track(track)
+    try:
+        for _ in range(polls):
+            clock.t += 0.5
+            track.packets += 25
+            track.play(0.5, peak_lsb)
+            await m.poll_once()
+    finally:
+        await m.aclose()
+    return verdicts, windows
+
+
+async def test_stats_levels_tell_digital_silence_without_a_stream() -> None:
+    """Packets flowing, decoded audio at 1 LSB (G.711 zeros through Opus): silent
+    after HOLD_MEDIA_SILENCE_AFTER_S, from the energy counters alone."""
+    verdicts, _ = await stats_levels_run(1.0, 20)
+    names = [v.inbound for v in verdicts]
+    assert Inbound.SILENT in names, names
+    assert names[0] is Inbound.OK  # flowing first, then silent from 6 s of zeros
+
+
+async def test_stats_levels_quiet_line_is_never_silent() -> None:
+    """-78 dBFS line noise peaks at 13 LSB or more: audio, not digital silence."""
+    verdicts, _ = await stats_levels_run(13.0, 30)
+    assert {v.inbound for v in verdicts} == {Inbound.OK}, verdicts
+
+
+async def test_stats_levels_start_afresh_on_a_new_track_and_counters_going_back() -> None:
+    from worker.media.monitor import EnergyLevels, InboundStats
+
+    e = EnergyLevels()
+    first = e.window("TR_a", InboundStats(10, 0, (3000 / 32767) ** 2 * 5.0, 5.0))
+    assert first.frames == 0  # the first read is a baseline, not a window
+    w = e.window("TR_a", InboundStats(35, 0, (3000 / 32767) ** 2 * 5.5, 5.5))
+    assert w.frames == 1 and abs(w.peak - 3000) <= 1, w
+    assert -21.0 < w.rms_dbfs < -20.5, w.rms_dbfs  # 3000 / 32768 = -20.8 dBFS
+    assert e.window("TR_b", InboundStats(3, 0, 1e-3, 0.5)).frames == 0  # new track
+    assert e.window("TR_b", InboundStats(3, 0, 0.0, 0.2)).frames == 0  # went back
+    w = e.window("TR_b", InboundStats(28, 0, 0.0, 0.7))
+    assert w.frames == 1 and w.peak == 0  # played out, all zeros

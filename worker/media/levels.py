@@ -1,6 +1,7 @@
 """Levels of decoded audio frames: RMS and peak in dBFS, exact digital silence.
 
-Pure numpy on int16 PCM, accumulated between two detector samples.
+Pure numpy on int16 PCM, accumulated between two detector samples; or the
+same window from WebRTC's cumulative audio-energy counters (`add_energy`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,22 @@ class LevelWindow:
         self.peak = max(self.peak, peak)
         if peak:
             self._sum_sq += float(np.dot(x, x))
+
+    def add_energy(self, energy: float, seconds: float, rate: int) -> None:
+        """What libwebrtc's counters say of `seconds` of played-out audio.
+
+        `energy` is the sum of (frame level / full scale)^2 x frame seconds,
+        where a frame's level is its peak: energy / seconds is the mean
+        square of the frames' peaks, and its root, in 16-bit steps, is the
+        window's peak as far as the counters can tell (one frame)."""
+        if seconds <= 0:
+            return
+        n = max(1, round(seconds * rate))
+        self.frames += 1
+        self.samples += n
+        mean_sq = max(energy, 0.0) / seconds
+        self.peak = max(self.peak, round(math.sqrt(mean_sq) * 32767))
+        self._sum_sq += mean_sq * 32768.0 * 32768.0 * n
 
     @property
     def rms_dbfs(self) -> float:

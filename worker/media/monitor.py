@@ -1,10 +1,19 @@
 """MediaMonitor: watches the caller's audio both ways and feeds the detector.
 
-Inbound: the caller's (SIP participant's) audio track, twice a second:
-WebRTC inbound-rtp statistics from `track.get_stats()` and the levels of the
-decoded audio, read through an rtc.AudioStream at 8 kHz (the caller's own
-rate: G.711) in 200 ms frames, 5 events a second per call. A replaced caller
-track is followed (its packet counter starts again: the detector takes a new
+Inbound: the caller's (SIP participant's) audio track, twice a second, from
+the WebRTC inbound-rtp statistics of `track.get_stats()`: the packet counter,
+and the level of the decoded audio since the previous read from the
+`totalAudioEnergy` / `totalSamplesDuration` counters (libwebrtc adds the
+square of each played-out frame's level, the frame's peak as a share of full
+scale, times its duration; the SDK's synthetic playout decodes every
+subscribed track whether or not anyone reads it, so the counters move without
+any frame crossing into Python). Their ratio over the interval is the mean
+square level; its root, in 16-bit steps, stands in for the window's peak.
+The older way (`HOLD_MEDIA_LEVELS=stream`) reads the decoded audio through
+an rtc.AudioStream at 8 kHz in 200 ms frames: 5 FFI events a second per
+call, each handed to every subscriber of the SDK's process-wide event queue,
+so its cost grows with the calls in a process (BENCHMARKS.md). A replaced
+caller track is followed (its counters start again: the detector takes a new
 track sid as a fresh baseline); a statistics read that fails is "unknown"
 (the detector keeps its judgement), never "no packets".
 
@@ -27,7 +36,8 @@ subscription read as the caller's.
 
 Thin by design: the decisions are in detector.py. Testable without a server:
 `room` is anything with on/off/remote_participants/local_participant, tracks
-anything with sid/kind/get_stats, and `levels` replaces the AudioStream.
+anything with sid/kind/get_stats, and `levels` (an AudioStream reader, or a
+fake) replaces the statistics as the source of levels.
 """
 
 from __future__ import annotations
@@ -67,6 +77,8 @@ class RoomLike(Protocol):
 class InboundStats:
     packets_received: int = 0
     concealed_samples: int = 0
+    total_audio_energy: float = 0.0  # cumulative: sum of level^2 x seconds
+    total_samples_duration: float = 0.0  # cumulative seconds played out
 
 
 def inbound_stats(stats: list[rtc.stats.RtcStats]) -> InboundStats | None:
@@ -76,8 +88,32 @@ def inbound_stats(stats: list[rtc.stats.RtcStats]) -> InboundStats | None:
             return InboundStats(
                 packets_received=int(r.received.packets_received),
                 concealed_samples=int(r.inbound.concealed_samples),
+                total_audio_energy=float(r.inbound.total_audio_energy),
+                total_samples_duration=float(r.inbound.total_samples_duration),
             )
     return None
+
+
+@dataclass
+class EnergyLevels:
+    """Levels between two statistics reads, from the cumulative energy counters.
+
+    A new track sid, or counters that go backwards, start a fresh baseline
+    (that read gives no window, like a window without frames)."""
+
+    _sid: str | None = None
+    _energy: float = 0.0
+    _duration: float = 0.0
+
+    def window(self, sid: str, stats: InboundStats) -> LevelWindow:
+        e, d = stats.total_audio_energy, stats.total_samples_duration
+        fresh = sid != self._sid or e < self._energy or d < self._duration
+        de, dd = e - self._energy, d - self._duration
+        self._sid, self._energy, self._duration = sid, e, d
+        w = LevelWindow()
+        if not fresh and dd > 0:
+            w.add_energy(de, dd, RATE)
+        return w
 
 
 async def audio_levels(track: Any) -> AsyncIterator[np.ndarray]:
@@ -115,7 +151,7 @@ class MediaMonitor:
         clock: Callable[[], float],
         on_verdict: Callable[[Verdict, InboundStats | None, LevelWindow], None],
         poll_s: float = POLL_S,
-        levels: Callable[[Any], AsyncIterator[np.ndarray]] = audio_levels,
+        levels: Callable[[Any], AsyncIterator[np.ndarray]] | None = None,
     ) -> None:
         self.room = room
         self.caller_identity = caller_identity
@@ -123,7 +159,8 @@ class MediaMonitor:
         self.detector = OneWayDetector(joined_at=joined_at, thresholds=thresholds)
         self._on_verdict = on_verdict
         self._poll_s = poll_s
-        self._levels = levels
+        self._levels = levels  # None: levels from the statistics
+        self._energy = EnergyLevels()
         self._window = LevelWindow()
         self._track: Any = None  # the caller's audio track being watched
         self._stream_task: asyncio.Task[None] | None = None
@@ -203,12 +240,14 @@ class MediaMonitor:
         if self._track is not None and self._track.sid == track.sid:
             return
         self._track = track
+        if self._levels is None:
+            return
         if self._stream_task is not None:
             self._stream_task.cancel()
-        self._stream_task = self._spawn(self._read(track), "media-levels")
+        self._stream_task = self._spawn(self._read(track, self._levels), "media-levels")
 
-    async def _read(self, track: Any) -> None:
-        async for samples in self._levels(track):
+    async def _read(self, track: Any, levels: Callable[[Any], AsyncIterator[np.ndarray]]) -> None:
+        async for samples in levels(track):
             if track is self._track:
                 self._window.add(samples)
 
@@ -236,6 +275,8 @@ class MediaMonitor:
             else:
                 self._stats_failing = False
         window, self._window = self._window, LevelWindow()
+        if self._levels is None and stats is not None and track is not None:
+            window = self._energy.window(track.sid, stats)
         sample = MediaSample(
             packets_received=None if stats is None else stats.packets_received,
             audio_frames=window.frames,
