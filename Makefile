@@ -81,9 +81,13 @@ test-e2e: setup
 demo: stack
 	@source devstack/env.sh && $(PY) -m harness.demo
 
-# The benchmark (issue 5): both workers at N = 1, 10, 25, 50 held calls on the
-# local stack, in the tests' private network namespace; writes BENCHMARKS.md
-# and bench/results.json (about 15 minutes; BENCH_SIZES=1,10 for a shorter run).
+# The benchmarks (issues 5 and 15), in the tests' private network namespace:
+# held calls per worker core (the worker alone on core 1, the Go load
+# generator of bench/loadgen on core 0; bench/capacity.json), then both
+# workers through the SIP path at N = 1, 10, 20 (bench/results.json); writes
+# BENCHMARKS.md (about 35 minutes; BENCH_SIZES=1,10 and CAPACITY_SIZES=10,20
+# CAPACITY_ARGS="--only ours --no-floors --variants= --processes= --profile="
+# for a shorter run).
 BENCH_NETNS ?= $(TEST_NETNS)
 
 bench: setup

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -68,22 +66,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def thread_ticks(pid: int) -> dict[str, int]:
-    """CPU ticks of the worker's threads, summed by thread name (digits dropped)."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                    raw = f.read().decode(errors="replace")
-            except OSError:
-                continue
-            name = re.sub(r"[\d\s_-]+$", "", raw[raw.find("(") + 1 : raw.rfind(")")]) or "?"
-            fields = raw[raw.rfind(")") + 2 :].split()
-            out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
-    return out
-
-
 def metrics(port: int) -> dict[str, float]:
     """The worker's own Prometheus figures (a few of them)."""
     try:
@@ -105,11 +87,11 @@ async def window(pid: int, callers: list[int], seconds: float, port: int) -> dic
     win = br.Window(pid, callers)
     harness = os.getpid()
     h0 = procstat.sample_cpu(harness)
-    t0, m0 = thread_ticks(pid), metrics(port)
+    t0, m0 = procstat.thread_ticks(pid), metrics(port)
     win.start()
     mem = await br.sample_memory(pid, seconds)
     cpu = win.stop()
-    t1, m1 = thread_ticks(pid), metrics(port)
+    t1, m1 = procstat.thread_ticks(pid), metrics(port)
     h1 = procstat.sample_cpu(harness)
     dt = cpu["seconds"]
     threads = {k: (v - t0.get(k, 0)) / procstat.TICK / dt for k, v in t1.items()}

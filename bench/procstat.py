@@ -10,7 +10,9 @@ processes sharing them), summed over the tree.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -107,3 +109,19 @@ def machine_busy() -> tuple[int, int]:
     idle = parts[3] + parts[4]  # idle + iowait
     total = sum(parts[:8])  # without guest (already in user)
     return total - idle, total
+
+
+def thread_ticks(pid: int) -> dict[str, int]:
+    """CPU ticks of the worker's threads, summed by thread name (digits dropped)."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    raw = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            name = re.sub(r"[\d\s_-]+$", "", raw[raw.find("(") + 1 : raw.rfind(")")]) or "?"
+            fields = raw[raw.rfind(")") + 2 :].split()
+            out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+    return out

@@ -142,6 +142,9 @@ class CallSession:
             on_failure=lambda _e: self._events.put_nowait(_PlayerDied()),
             retry_delays=publish_retry_delays,
             log=self.log,
+            red=settings.track_red,
+            dtx=settings.track_dtx,
+            max_bitrate=settings.track_max_bitrate,
         )
         self.hold.prepare(self.plan.hold)  # decoded and ready before the room connects
         self.lifecycle = CallLifecycle(started_at=clock(), policy=self.plan.policy)

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     # README (measured figures) and BENCHMARKS.md.
     chunk_ms: int = Field(500, ge=10, le=1000)
     fade_ms: int = Field(400, ge=0, le=5000)
+    # The hold track's publish options: RED (each packet also carries the
+    # previous frame), DTX, and a ceiling on the Opus bitrate (0: the SDK's).
+    track_red: bool = True
+    track_dtx: bool = True
+    track_max_bitrate: int = Field(0, ge=0, le=510_000)
     # Stores (worker/stores.py): a YAML map of dialled numbers / header values
     # to each store's hold audio, announcement and limits. Unset: one store,
     # the settings here.

@@ -127,9 +127,10 @@ class FakeLocalParticipant:
         self.attributes_history: list[dict[str, str]] = []
         self.data: list[str] = []
 
-    async def publish_track(self, track: FakeTrack, _options: Any = None) -> Any:
+    async def publish_track(self, track: FakeTrack, options: Any = None) -> Any:
         w = self.world
         w.publish_calls += 1
+        w.publish_options = options
         if w.publish_delay:
             await asyncio.sleep(w.publish_delay)
         if w.publish_failures > 0:
@@ -317,6 +318,7 @@ class World:
         self.publish_delay = 0.0
         self.publish_failures = 0
         self.publish_calls = 0
+        self.publish_options: Any = None
         self.resolve_delay = 0.0
         self.resolve_fails = False
         self.resolve_calls = 0

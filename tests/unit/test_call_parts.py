@@ -170,6 +170,25 @@ def test_hold_track_gives_up_after_the_last_retry(world: World) -> None:
     assert world.publish_calls == 2 and not t.published
 
 
+def test_hold_track_publishes_with_the_configured_options(world: World) -> None:
+    """HOLD_TRACK_RED / _DTX / _MAX_BITRATE reach the publication (the SDK's
+    defaults, RED and DTX on, unless set)."""
+    t = HoldTrack(
+        world.room, world.make_player, chunk_ms=100, on_failure=lambda _e: None,
+        retry_delays=(), log=log, red=False, dtx=True, max_bitrate=24_000,
+    )  # fmt: skip
+    world.loop.run_until_complete(t.publish(constant_audio()))
+    o = world.publish_options
+    assert o.source == rtc.TrackSource.SOURCE_MICROPHONE
+    assert (o.red, o.dtx, o.audio_encoding.max_bitrate) == (False, True, 24_000)
+    d = track(world)
+    world.loop.run_until_complete(d.unpublish())
+    world.loop.run_until_complete(t.unpublish())
+    world.loop.run_until_complete(d.publish(constant_audio()))
+    o = world.publish_options
+    assert (o.red, o.dtx, o.HasField("audio_encoding")) == (True, True, False)
+
+
 # ---- CallPublisher and RoomSink -------------------------------------------------
 
 

@@ -34,8 +34,17 @@ class HoldTrack:
         on_failure: Callable[[BaseException], None],
         retry_delays: tuple[float, ...],
         log: Log,
+        red: bool = True,
+        dtx: bool = True,
+        max_bitrate: int = 0,
     ) -> None:
         self.room = room
+        # The SDK's defaults are RED and DTX on and the encoder's own bitrate.
+        self._options = rtc.TrackPublishOptions(
+            source=rtc.TrackSource.SOURCE_MICROPHONE, red=red, dtx=dtx
+        )
+        if max_bitrate:
+            self._options.audio_encoding.max_bitrate = max_bitrate
         self._make_player = make_player
         self._chunk_ms = chunk_ms
         self._on_failure = on_failure
@@ -83,8 +92,7 @@ class HoldTrack:
                 await asyncio.sleep(delay)
             try:
                 self.publication = await self.room.local_participant.publish_track(
-                    player.track,
-                    rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+                    player.track, self._options
                 )
                 player.start(fade_in_ms, silent=silent)  # no-op if started above
                 return
