@@ -57,6 +57,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -88,6 +90,11 @@ type config struct {
 	DecodeRooms            int
 	JSONPath               string
 	LogLevel               string
+	DumpPath               string
+	CPUProfile             string
+	SinglePC               bool
+	Procs                  int
+	Interceptors           bool
 }
 
 func parseFlags() config {
@@ -110,6 +117,11 @@ func parseFlags() config {
 	handoffWait := flag.Float64("handoff-wait", 5, "seconds to watch after the last agent's first packet")
 	flag.IntVar(&c.DecodeRooms, "decode-rooms", 2, "decode the hold audio of the first K rooms to levels")
 	flag.StringVar(&c.JSONPath, "json", "", "write the JSON report here")
+	flag.StringVar(&c.DumpPath, "dump", "", "debug: write every room's received packets (ms since its caller joined, payload size) as JSON here")
+	flag.StringVar(&c.CPUProfile, "cpuprofile", "", "debug: write a Go CPU profile of the whole run here")
+	flag.IntVar(&c.Procs, "procs", 0, "GOMAXPROCS for the generator (0: Go's default)")
+	flag.BoolVar(&c.SinglePC, "single-pc", false, "one peer connection per participant (publish and subscribe on it)")
+	flag.BoolVar(&c.Interceptors, "interceptors", true, "the SDK's default interceptors (NACK, TWCC, RTCP reports)")
 	flag.StringVar(&c.LogLevel, "log-level", "error", "SDK / pion log level (debug|info|warn|error)")
 	flag.Parse()
 	c.Settle = secs(*settle)
@@ -125,8 +137,9 @@ func secs(s float64) time.Duration { return time.Duration(s * float64(time.Secon
 
 // rxPkt is one received hold packet: arrival (ns since start) and payload size.
 type rxPkt struct {
-	at   int64
-	size uint16
+	at    int64
+	size  uint16
+	audio bool // payload > 10 bytes and not the SFU's silence frame
 }
 
 type roomRun struct {
@@ -190,6 +203,17 @@ func (g *gen) token(room, identity string, kind livekit.ParticipantInfo_Kind, at
 	return at.ToJWT()
 }
 
+func (g *gen) connectOpts() []lksdk.ConnectOption {
+	opts := []lksdk.ConnectOption{lksdk.WithAutoSubscribe(false)}
+	if g.cfg.SinglePC {
+		opts = append(opts, lksdk.WithSinglePeerConnection())
+	}
+	if !g.cfg.Interceptors {
+		opts = append(opts, lksdk.WithIncludeDefaultInterceptors(false))
+	}
+	return opts
+}
+
 func publishLoop(room *lksdk.Room, loop [][]byte) (*lksdk.LocalTrack, error) {
 	track, err := lksdk.NewLocalTrack(webrtc.RTPCodecCapability{
 		MimeType: webrtc.MimeTypeOpus, ClockRate: sampleRate, Channels: 2,
@@ -244,7 +268,7 @@ func (g *gen) joinCaller(r *roomRun) {
 			go g.readHold(r, track)
 		}
 	}
-	room, err := lksdk.ConnectToRoomWithToken(g.cfg.URL, tok, cb, lksdk.WithAutoSubscribe(false))
+	room, err := lksdk.ConnectToRoomWithToken(g.cfg.URL, tok, cb, g.connectOpts()...)
 	if err != nil {
 		r.connectErr = err.Error()
 		return
@@ -299,16 +323,31 @@ func (g *gen) readHold(r *roomRun, track *webrtc.TrackRemote) {
 			continue
 		}
 		size := len(payload)
+		audio := size > bigPayloadSize && !isSFUSilence(payload)
 		r.mu.Lock()
-		r.rx = append(r.rx, rxPkt{at: at, size: uint16(size)})
+		r.rx = append(r.rx, rxPkt{at: at, size: uint16(size), audio: audio})
 		if r.meter != nil {
 			r.meter.add(at, payload)
 		}
 		r.mu.Unlock()
-		if size > bigPayloadSize && r.firstBig.Load() == 0 {
+		if audio && r.firstBig.Load() == 0 {
 			r.firstBig.CompareAndSwap(0, at)
 		}
 	}
+}
+
+// isSFUSilence: livekit-server's Opus silence frame (TOC 0xf8, 0xff 0xfe, then
+// zeros), written to a subscriber when a track is muted or unpublished.
+func isSFUSilence(p []byte) bool {
+	if len(p) < 3 || p[0] != 0xf8 || p[1] != 0xff || p[2] != 0xfe {
+		return false
+	}
+	for _, b := range p[3:] {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // rtpPayload returns the payload of a raw RTP packet (nil if malformed).
@@ -339,7 +378,7 @@ func (g *gen) joinAgent(r *roomRun, once *sync.Once) {
 		r.agentErr = err.Error()
 		return
 	}
-	room, err := lksdk.ConnectToRoomWithToken(g.cfg.URL, tok, lksdk.NewRoomCallback(), lksdk.WithAutoSubscribe(false))
+	room, err := lksdk.ConnectToRoomWithToken(g.cfg.URL, tok, lksdk.NewRoomCallback(), g.connectOpts()...)
 	if err != nil {
 		r.agentErr = err.Error()
 		return
@@ -356,13 +395,20 @@ func (g *gen) joinAgent(r *roomRun, once *sync.Once) {
 	g.tk.add(r.agentTx)
 }
 
-func cpuTime() time.Duration {
+// cpuTime: this process's user and system CPU time so far.
+func cpuTime() cpuSample {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return cpuSample{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpuSample{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano())}
 }
+
+type cpuSample struct{ user, sys time.Duration }
+
+func (c cpuSample) sub(o cpuSample) cpuSample { return cpuSample{c.user - o.user, c.sys - o.sys} }
+
+func (c cpuSample) total() time.Duration { return c.user + c.sys }
 
 func main() {
 	cfg := parseFlags()
@@ -390,6 +436,15 @@ func main() {
 		os.Exit(1)
 	}
 
+	if cfg.Procs > 0 {
+		runtime.GOMAXPROCS(cfg.Procs)
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	g := &gen{cfg: cfg, start: time.Now(), callerArr: callerLoop, agentArr: agentLoop, phases: map[string]float64{}}
 	cpu0 := cpuTime()
 	if cfg.AgentName != "" {
@@ -537,14 +592,44 @@ func main() {
 
 	rep := g.report(rooms, reportInput{
 		steadyStart: steadyStart, steadyEnd: steadyEnd, obsEnd: obsEnd,
-		cpuSteady: cpuS1 - cpuS0, cpuAll: cpuEnd - cpu0, wallAll: wallEnd,
+		cpuSteady: cpuS1.sub(cpuS0), cpuAll: cpuEnd.sub(cpu0), wallAll: wallEnd,
 		ticksSteady: ticksSteady, connected: connected,
 	})
+	if cfg.DumpPath != "" {
+		g.dump(rooms)
+	}
 	if cfg.JSONPath != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.WriteFile(cfg.JSONPath, append(b, '\n'), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "loadgen: writing the report:", err)
 			os.Exit(1)
 		}
+	}
+}
+
+// dump writes, per room, the received hold packets as [ms since the caller
+// connected, payload bytes (negative: the SFU's silence frame)] and the agent's first packet on the same clock.
+func (g *gen) dump(rooms []*roomRun) {
+	out := map[string]any{}
+	for _, r := range rooms {
+		r.mu.Lock()
+		pk := make([][2]float64, 0, len(r.rx))
+		for _, p := range r.rx {
+			size := float64(p.size)
+			if !p.audio && p.size > bigPayloadSize {
+				size = -size // the SFU's silence frame
+			}
+			pk = append(pk, [2]float64{ms(p.at - r.connectedAt), size})
+		}
+		r.mu.Unlock()
+		var agent *float64
+		if r.agentTx != nil && r.agentTx.firstSent.Load() != 0 {
+			agent = ptr(ms(r.agentTx.firstSent.Load() - r.connectedAt))
+		}
+		out[r.name] = map[string]any{"packets": pk, "agent_first_ms": agent}
+	}
+	b, _ := json.Marshal(out)
+	if err := os.WriteFile(g.cfg.DumpPath, b, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen: dump:", err)
 	}
 }

@@ -10,11 +10,12 @@ import (
 const (
 	gapMin        = 100 * time.Millisecond // a stretch longer than this without audio is a gap
 	handoffSilent = time.Second            // hold audio has ended once this long passes without it
+	audibleDBFS   = -50.0                  // a decoded 100 ms window above this is audible
 )
 
 type reportInput struct {
 	steadyStart, steadyEnd, obsEnd int64
-	cpuSteady, cpuAll              time.Duration
+	cpuSteady, cpuAll              cpuSample
 	wallAll                        int64
 	ticksSteady                    int64
 	connected                      int
@@ -31,32 +32,34 @@ type levelSummary struct {
 }
 
 type roomReport struct {
-	Room            string        `json:"room"`
-	Caller          string        `json:"caller"`
-	Connected       bool          `json:"connected"`
-	JoinedAt        *float64      `json:"joined_at"`
-	DeadAirMs       *float64      `json:"dead_air_ms"`
-	Packets         int           `json:"packets"`
-	Bytes           int           `json:"bytes"`
-	AudioPackets    int           `json:"audio_packets"`
-	GapShare        *float64      `json:"gap_share"`
-	GapMs           float64       `json:"gap_ms"`
-	LongestGapMs    float64       `json:"longest_gap_ms"`
-	MaxIntervalMs   float64       `json:"max_interval_ms"`
-	HoldPackets     int           `json:"hold_packets_total"`
-	HoldTracks      int32         `json:"hold_tracks"`
-	AgentFirstSent  *float64      `json:"agent_first_packet_at"`
-	HoldEndAt       *float64      `json:"hold_end_at"`
-	HandoffMs       *float64      `json:"handoff_ms"`
-	HoldUnpublished *float64      `json:"hold_unpublished_at"`
-	Levels          *levelSummary `json:"levels,omitempty"`
-	Errors          []string      `json:"errors,omitempty"`
+	Room             string        `json:"room"`
+	Caller           string        `json:"caller"`
+	Connected        bool          `json:"connected"`
+	JoinedAt         *float64      `json:"joined_at"`
+	DeadAirMs        *float64      `json:"dead_air_ms"`
+	Packets          int           `json:"packets"`
+	Bytes            int           `json:"bytes"`
+	AudioPackets     int           `json:"audio_packets"`
+	GapShare         *float64      `json:"gap_share"`
+	GapMs            float64       `json:"gap_ms"`
+	LongestGapMs     float64       `json:"longest_gap_ms"`
+	MaxIntervalMs    float64       `json:"max_interval_ms"`
+	HoldPackets      int           `json:"hold_packets_total"`
+	HoldTracks       int32         `json:"hold_tracks"`
+	AgentFirstSent   *float64      `json:"agent_first_packet_at"`
+	HoldEndAt        *float64      `json:"hold_end_at"`
+	HandoffMs        *float64      `json:"handoff_ms"`
+	HandoffAudibleMs *float64      `json:"handoff_audible_ms,omitempty"` // decoded rooms: to the last window above -50 dBFS
+	HoldUnpublished  *float64      `json:"hold_unpublished_at"`
+	Levels           *levelSummary `json:"levels,omitempty"`
+	Errors           []string      `json:"errors,omitempty"`
 }
 
 type genReport struct {
 	CPUSteadyShare      float64 `json:"cpu_steady_share"` // of one core
 	CPUOverallShare     float64 `json:"cpu_overall_share"`
 	CPUSteadyPerRoomPct float64 `json:"cpu_steady_per_room_pct"`
+	CPUSteadySysShare   float64 `json:"cpu_steady_sys_share"` // the kernel's part (loopback sends run the receive path too)
 	CPUSteadyS          float64 `json:"cpu_steady_s"`
 	CPUOverallS         float64 `json:"cpu_overall_s"`
 	WallS               float64 `json:"wall_s"`
@@ -132,13 +135,14 @@ func (g *gen) report(rooms []*roomRun, in reportInput) report {
 		Phases:  g.phases,
 		SteadyS: round(float64(window)/1e9, 3),
 	}
-	steadyCPU := in.cpuSteady.Seconds() / (float64(window) / 1e9)
+	steadyCPU := in.cpuSteady.total().Seconds() / (float64(window) / 1e9)
 	rep.Generator = genReport{
 		CPUSteadyShare:      round(steadyCPU, 4),
-		CPUOverallShare:     round(in.cpuAll.Seconds()/(float64(in.wallAll)/1e9), 4),
+		CPUOverallShare:     round(in.cpuAll.total().Seconds()/(float64(in.wallAll)/1e9), 4),
+		CPUSteadySysShare:   round(in.cpuSteady.sys.Seconds()/(float64(window)/1e9), 4),
 		CPUSteadyPerRoomPct: round(100*steadyCPU/float64(c.Rooms), 4),
-		CPUSteadyS:          round(in.cpuSteady.Seconds(), 3),
-		CPUOverallS:         round(in.cpuAll.Seconds(), 3),
+		CPUSteadyS:          round(in.cpuSteady.total().Seconds(), 3),
+		CPUOverallS:         round(in.cpuAll.total().Seconds(), 3),
 		WallS:               round(float64(in.wallAll)/1e9, 3),
 		Ticks:               g.tk.ticks.Load(),
 		TicksSteady:         in.ticksSteady,
@@ -181,6 +185,31 @@ func (g *gen) report(rooms []*roomRun, in reportInput) report {
 	return rep
 }
 
+// endOfRun: from the last time before a (or the first after it), the first
+// time in ts (sorted) followed by >= 1 s without another one before obsEnd.
+func endOfRun(ts []int64, a, obsEnd int64) (int64, bool) {
+	var kept []int64
+	for _, t := range ts {
+		if t <= obsEnd {
+			kept = append(kept, t)
+		}
+	}
+	i := sort.Search(len(kept), func(i int) bool { return kept[i] >= a })
+	if i > 0 {
+		i--
+	}
+	for ; i < len(kept); i++ {
+		next := obsEnd
+		if i+1 < len(kept) {
+			next = kept[i+1]
+		}
+		if next-kept[i] >= int64(handoffSilent) {
+			return kept[i], true
+		}
+	}
+	return 0, false
+}
+
 func (g *gen) roomFigures(r *roomRun, s, e, obsEnd int64) roomReport {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -202,7 +231,29 @@ func (g *gen) roomFigures(r *roomRun, s, e, obsEnd int64) roomReport {
 		rr.HoldUnpublished = ptr(round(g.unix(r.holdUnpublishedAt), 3))
 	}
 
-	// Steady window: every packet counted; gaps between audio packets.
+	// Hold audio: packets with a payload > 10 bytes that are not the SFU's
+	// silence frame and have another such packet within 100 ms (a lone one is
+	// a DTX comfort-noise update, sent every 400 ms during silence).
+	var aud []int64
+	for _, p := range r.rx {
+		if p.audio {
+			aud = append(aud, p.at)
+		}
+	}
+	var music []int64
+	for i, t := range aud {
+		if (i > 0 && t-aud[i-1] <= int64(gapMin)) || (i+1 < len(aud) && aud[i+1]-t <= int64(gapMin)) {
+			music = append(music, t)
+		}
+	}
+
+	// Steady window: every packet counted; gaps between music packets.
+	for _, p := range r.rx {
+		if p.at >= s && p.at <= e {
+			rr.Packets++
+			rr.Bytes += int(p.size)
+		}
+	}
 	prev := s
 	var gap, longest, maxInterval int64
 	stretch := func(d int64) {
@@ -212,17 +263,13 @@ func (g *gen) roomFigures(r *roomRun, s, e, obsEnd int64) roomReport {
 			longest = max(longest, d)
 		}
 	}
-	for _, p := range r.rx {
-		if p.at < s || p.at > e {
+	for _, t := range music {
+		if t < s || t > e {
 			continue
 		}
-		rr.Packets++
-		rr.Bytes += int(p.size)
-		if int(p.size) > bigPayloadSize {
-			rr.AudioPackets++
-			stretch(p.at - prev)
-			prev = p.at
-		}
+		rr.AudioPackets++
+		stretch(t - prev)
+		prev = t
 	}
 	stretch(e - prev)
 	if e > s {
@@ -232,38 +279,31 @@ func (g *gen) roomFigures(r *roomRun, s, e, obsEnd int64) roomReport {
 	rr.LongestGapMs = ms(longest)
 	rr.MaxIntervalMs = ms(maxInterval)
 
-	// Handoff: agent's first packet sent -> the last audio packet after which
+	// Handoff: agent's first packet sent -> the last music packet after which
 	// none came for >= 1 s (within the observation, which ends at obsEnd).
 	if r.agentTx != nil {
 		if a := r.agentTx.firstSent.Load(); a != 0 {
 			rr.AgentFirstSent = ptr(round(g.unix(a), 3))
-			var big []int64
-			for _, p := range r.rx {
-				if int(p.size) > bigPayloadSize && p.at <= obsEnd {
-					big = append(big, p.at)
-				}
+			if end, ok := endOfRun(music, a, obsEnd); ok {
+				rr.HoldEndAt = ptr(round(g.unix(end), 3))
+				rr.HandoffMs = ptr(ms(end - a))
 			}
-			// start from the last audio packet before the agent's first one
-			i := sort.Search(len(big), func(i int) bool { return big[i] >= a })
-			if i > 0 {
-				i--
-			}
-			for ; i < len(big); i++ {
-				next := obsEnd
-				if i+1 < len(big) {
-					next = big[i+1]
+			if r.meter != nil {
+				var loud []int64
+				for _, w := range r.meter.levels {
+					if w.dbfs > audibleDBFS {
+						loud = append(loud, w.at)
+					}
 				}
-				if next-big[i] >= int64(handoffSilent) {
-					rr.HoldEndAt = ptr(round(g.unix(big[i]), 3))
-					rr.HandoffMs = ptr(ms(big[i] - a))
-					break
+				if end, ok := endOfRun(loud, a, obsEnd); ok {
+					rr.HandoffAudibleMs = ptr(ms(end - a))
 				}
 			}
 		}
 	}
 
 	if r.meter != nil {
-		ls := &levelSummary{TotalDecoded: len(r.meter.levels), ThresholdDBFS: -50}
+		ls := &levelSummary{TotalDecoded: len(r.meter.levels), ThresholdDBFS: audibleDBFS}
 		var audible int
 		var sumDB float64
 		lo, hi := math.Inf(1), math.Inf(-1)
@@ -272,7 +312,7 @@ func (g *gen) roomFigures(r *roomRun, s, e, obsEnd int64) roomReport {
 				continue
 			}
 			ls.Windows++
-			if w.dbfs > -50 {
+			if w.dbfs > audibleDBFS {
 				audible++
 			}
 			sumDB += w.dbfs
