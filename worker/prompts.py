@@ -58,6 +58,10 @@ class PromptError(Exception):
     """One line for the operator."""
 
 
+class UnknownLanguage(PromptError):
+    """A store's language that espeak-ng has no voice for."""
+
+
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/hold-worker/prompts` (or ~/.cache/...), else a
     directory of this user's under the system temp directory."""
@@ -198,12 +202,11 @@ def _recorded(prompts_dir: Path | None) -> dict[str, Path]:
 class PromptLibrary:
     """The process's prompt sets, made once each (thread-safe)."""
 
-    def __init__(
-        self, cache_dir: Path, *, level_dbfs: float, espeak: str | None | bool = True
-    ) -> None:
+    def __init__(self, cache_dir: Path, *, level_dbfs: float, espeak: str | None = "auto") -> None:
+        """`espeak`: the espeak-ng command; "auto" finds it on PATH, None: none."""
         self.cache_dir = cache_dir
         self.level_dbfs = level_dbfs
-        self.espeak: str | None = espeak_path() if espeak is True else (espeak or None)
+        self.espeak = espeak_path() if espeak == "auto" else espeak
         self._lock = threading.Lock()
         self._sets: dict[tuple[str, str, tuple[tuple[str, str], ...]], PromptSet] = {}
         self.rendered = 0  # espeak-ng runs by this library (tests: rendered once)
@@ -217,7 +220,7 @@ class PromptLibrary:
         except (OSError, subprocess.SubprocessError) as e:
             raise PromptError(f"espeak-ng --voices failed: {e}") from None
         if language.lower() not in voices:
-            raise PromptError(
+            raise UnknownLanguage(
                 f"language {language!r} is not an espeak-ng voice (espeak-ng --voices lists them)"
             )
 
@@ -250,7 +253,9 @@ class PromptLibrary:
                     f"no text for the phrase {k!r} in {language!r}: give it in phrases "
                     f"or as a recording ({k}.wav in prompts_dir)"
                 )
-            audio[k] = load_prompt(self._rendered(language, texts[k], k), level_dbfs=self.level_dbfs)
+            audio[k] = load_prompt(
+                self._rendered(language, texts[k], k), level_dbfs=self.level_dbfs
+            )
         return PromptSet(language, audio, frozenset(k for k in needed if k in recorded))
 
     def _rendered(self, voice: str, text: str, key: str) -> Path:

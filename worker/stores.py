@@ -125,7 +125,9 @@ class Store(BaseModel):
     show_caller_number: bool = False
     # The store's language: an espeak-ng voice, for its spoken prompts.
     language: str = DEFAULT_LANGUAGE
-    position_announcements: PositionAnnouncements = PositionAnnouncements()
+    position_announcements: PositionAnnouncements = Field(
+        default_factory=lambda: PositionAnnouncements.model_validate({})
+    )
 
     @field_validator("language")
     @classmethod
