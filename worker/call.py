@@ -35,7 +35,9 @@ from livekit import api, rtc
 from livekit.agents import AutoSubscribe, JobContext
 
 from .aio import quietly, stop_task
+from .announcer import PositionAnnouncer
 from .catalog import CROSSFADE_MS, CallPlan, StoreCatalog
+from .hold.dsp import Audio
 from .hold.player import HoldPlayer
 from .hold.track import HoldTrack
 from .lifecycle import (
@@ -166,6 +168,19 @@ class CallSession:
                 agent_name=settings.agent_name,
                 agent_prefix=settings.agent_identity_prefix,
             )
+        # "You are caller number 3 ...": needs the registry (the caller's place in line)
+        self.announcer: PositionAnnouncer | None = None
+        if registry is not None and self.record is not None:
+            self.announcer = PositionAnnouncer(
+                registry,
+                self.record.cid,
+                plan=lambda: self.plan.position if self._store_known else None,
+                holding=lambda: self.lifecycle.state is State.HOLDING and self.hold.playing,
+                hold_since_ms=lambda: self._hold_since_ms,
+                say=self._say,
+                log=self.log,
+                clock=clock,
+            )
         self.publisher = CallPublisher(
             [
                 RoomSink(self.room, lambda: ctx.api, settings.media_topic, self.log),
@@ -202,6 +217,8 @@ class CallSession:
                 )
             self.people.register_controls()
             self.publisher.start()
+            if self.announcer is not None:
+                self.announcer.start()
             if self._is_draining is not None:
                 self._drain_task = asyncio.create_task(self._watch_drain(), name="hold-drain")
             self.people.catch_up()
@@ -259,6 +276,8 @@ class CallSession:
             if action.state is not State.DONE:
                 metrics.CALLS.labels(state=str(action.state)).inc()
             self.publisher.changed()  # published off the lifecycle loop, never in the audio path
+            if self.announcer is not None:
+                self.announcer.update(self.clock())
         elif isinstance(action, StartFade):
             self.log.info("agent audio live, fading hold audio out", extra={"agent": action.agent})
             await self._cancel_fade()
@@ -339,6 +358,11 @@ class CallSession:
             self._events.put_nowait(HoldFailed("hold audio player keeps failing"))
             return
         await self._bring_up_hold(self.settings.fade_ms, silent=under_agent)
+
+    async def _say(self, samples: Audio) -> None:
+        """A one-shot announcement (the caller's position) over the ducked music."""
+        if self.hold.player is not None:
+            await self.hold.player.play_once(samples, duck_db=self.settings.announcement_duck_db)
 
     async def _fade(self, fade_id: int) -> None:
         if self.hold.player is not None:
@@ -479,6 +503,8 @@ class CallSession:
         self.lifecycle.policy = plan.policy  # per-store max wait and fallback
         self._events.put_nowait(Tick())  # the lifecycle re-reads its deadlines
         self._store_known = True
+        if self.announcer is not None:
+            self.announcer.update(self.clock())
         if plan.matched_by == "default":
             self.log.warning(
                 "no store matches this call, using the default store",
@@ -570,6 +596,8 @@ class CallSession:
             and not self.people.caller_gone
         )
         self.people.unbind()
+        if self.announcer is not None:
+            await self.announcer.aclose()
         await self._cancel_fade()
         if self._store_task is not None:
             await stop_task(self._store_task, self.log)

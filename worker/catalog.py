@@ -33,8 +33,9 @@ from pathlib import Path
 from .hold.audio import SAMPLE_RATE, HoldAudio, HoldAudioError, load_hold_audio
 from .hold.program import Announcement
 from .lifecycle import CallPolicy
+from .prompts import PromptError, PromptLibrary, PromptSet, UnknownLanguage, default_cache_dir
 from .settings import DEFAULT_ANNOUNCEMENT, Settings
-from .stores import Store, StoreMap, StoreMapError, load_store_map
+from .stores import PositionAnnouncements, Store, StoreMap, StoreMapError, load_store_map
 
 CROSSFADE_MS = 300  # default audio -> the store's, once the store is known
 # A changed audio file is decoded once it has been still this long: a file
@@ -48,6 +49,14 @@ class CatalogError(Exception):
 
 
 @dataclass(frozen=True)
+class PositionPlan:
+    """A store's position announcements: when, what, and its prompts."""
+
+    settings: PositionAnnouncements
+    prompts: PromptSet
+
+
+@dataclass(frozen=True)
 class CallPlan:
     store_id: str
     store_name: str
@@ -55,6 +64,7 @@ class CallPlan:
     hold: HoldAudio
     announcement: Announcement | None
     policy: CallPolicy
+    position: PositionPlan | None = None  # the store's position announcements, if on
 
 
 _AudioKey = tuple[str, bool]  # (path, loop): loop=False is an announcement
@@ -97,6 +107,10 @@ class StoreCatalog:
         # a helper thread, whose log records livekit-agents' job logging
         # does not carry).
         self._news: list[tuple[int, str]] = []
+        # The spoken prompts of position announcements (espeak-ng, rendered once).
+        self.prompts = PromptLibrary(
+            settings.prompts_cache or default_cache_dir(), level_dbfs=settings.level_dbfs
+        )
 
     def _note(self, level: int, msg: str) -> None:
         with self._lock:
@@ -188,6 +202,28 @@ class StoreCatalog:
                         )
                 except HoldAudioError as e:
                     raise StoreMapError(f"{m.path}: stores.{key}.{field}: {e}") from None
+            try:
+                self._prompts(store)
+            except UnknownLanguage as e:
+                raise StoreMapError(f"{m.path}: stores.{key}.language: {e}") from None
+            except PromptError as e:
+                raise StoreMapError(f"{m.path}: stores.{key}.position_announcements: {e}") from None
+
+    def _prompts(self, store: Store) -> PromptSet | None:
+        """The store's language checked against espeak-ng (where installed),
+        and its prompts made once if it announces positions."""
+        self.prompts.check_language(store.language)
+        pa = store.position_announcements
+        if not pa.enabled:
+            return None
+        return self.prompts.prompt_set(store.language, pa.prompts_dir, pa.phrases)
+
+    def announcing_stores(self) -> list[str]:
+        """The stores of the current map with position announcements on."""
+        m = self._map
+        if m is None:
+            return []
+        return [k for k, st in m.model.stores.items() if st.position_announcements.enabled]
 
     def load(self) -> StoreMap | None:
         """Validate the map and decode all audio; CatalogError names the setting."""
@@ -368,10 +404,17 @@ class StoreCatalog:
                 logging.ERROR, f"store {key}: announcement unusable, none for this call: {e}"
             )
             ann = None
+        position = None
+        try:
+            prompts = self._prompts(store)
+            if prompts is not None:
+                position = PositionPlan(store.position_announcements, prompts)
+        except PromptError as e:
+            self._note(logging.ERROR, f"store {key}: no position announcements: {e}")
         policy = replace(
             policy,
             max_wait=policy.max_wait if store.max_wait_s is None else store.max_wait_s,
             max_wait_action=store.fallback or policy.max_wait_action,
             transfer_target=store.transfer_target or policy.transfer_target,
         )
-        return CallPlan(key, store.name, matched_by, hold, ann, policy)
+        return CallPlan(key, store.name, matched_by, hold, ann, policy, position)

@@ -53,6 +53,7 @@ from .protocol import CONTROL_TOPIC, DESK_EVENT_CALLS, GUARDIAN_OWNER_PREFIX
 from .registry import Registry, call_key, waiting_key
 from .settings import Settings
 from .stores import STORE_KEY
+from .waits import summarise
 
 logger = logging.getLogger("hold-worker.desk")
 
@@ -62,7 +63,6 @@ MIN_SECRET_BYTES = 32
 POLL_S = 0.25  # each event stream reads the registry this often
 KEEPALIVE_S = 15.0
 MAX_REASON = 200
-RECENT_WAITS = 10  # /stores/{store}/waits: the most recent taken calls' waits listed
 TALKING = frozenset({State.HANDING_OFF, State.SETTLING, State.MONITORING})
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 
@@ -520,18 +520,16 @@ class Desk:
         agent = self.agent(request)
         store = request.match_info["store"]
         self._may_see(agent, store)
-        entries = await self.registry.waits(store)
-        taken = [e["wait_ms"] / 1000 for e in entries if e.get("outcome") == "taken"]
-        abandoned = [e for e in entries if e.get("outcome") == "abandoned"]
+        w = summarise(await self.registry.waits(store))
         return _json(
             {
                 "store": store,
-                "calls": len(entries),
-                "taken": len(taken),
-                "abandoned": len(abandoned),
-                "average_wait_s": round(sum(taken) / len(taken), 1) if taken else None,
-                "recent_waits_s": [round(w, 1) for w in taken[:RECENT_WAITS]],
-                "since": min((int(e["at"]) for e in entries), default=None),
+                "calls": w.calls,
+                "taken": w.taken,
+                "abandoned": w.abandoned,
+                "average_wait_s": w.average_wait_s,
+                "recent_waits_s": w.recent_waits_s,
+                "since": w.since,
             }
         )
 

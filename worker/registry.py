@@ -278,6 +278,18 @@ return 1
 """
 )
 
+# KEYS: call; ARGV: waiting-key prefix, id. The line the call waits in (its
+# `transfer_store` once transferred, else its `store`) and its 1-based place
+# there, or nil when it is not waiting (taken, talking, not written yet).
+_PLACE = """
+local f = redis.call('HMGET', KEYS[1], 'store', 'transfer_store')
+local line = f[2] or f[1]
+if not line then return nil end
+local rank = redis.call('ZRANK', ARGV[1] .. line, ARGV[2])
+if not rank then return nil end
+return {line, rank + 1}
+"""
+
 # KEYS: heartbeats; ARGV: stale after (ms). Returns the ids, and the server time.
 _STALE = (
     _NOW
@@ -362,6 +374,7 @@ class Registry:
         self._hangup = client.register_script(_HANGUP)
         self._control = client.register_script(_CONTROL)
         self._transfer = client.register_script(_TRANSFER)
+        self._place = client.register_script(_PLACE)
 
     async def write(
         self,
@@ -456,6 +469,15 @@ class Registry:
         rank = await self.client.zrank(waiting_key(store), cid)
         return None if rank is None else int(rank) + 1
 
+    async def place_in_line(self, cid: str) -> tuple[str, int] | None:
+        """(the store whose line the call waits in, its place there: 1 = next),
+        read at once; None when it is not waiting for an agent. A transferred
+        call is counted in its new store's line."""
+        got = await self._place(keys=[call_key(cid)], args=[WAITING_PREFIX, cid])
+        if not got:
+            return None
+        return str(got[0]), int(got[1])
+
     async def take(self, cid: str, agent: str, store: str) -> tuple[str, str, str]:
         """The desk: `agent` takes a waiting call of `store`'s line, atomically
         (one of any number of racing agents wins). ("ok", Redis time ms, the
@@ -536,10 +558,12 @@ class Registry:
         )
         return [str(x) for x in got]
 
-    async def waits(self, store: str) -> list[dict[str, Any]]:
+    async def waits(self, store: str, limit: int | None = None) -> list[dict[str, Any]]:
         """The store's recent waits, newest first: {at, wait_ms, outcome}
-        (`taken` by an agent, or `abandoned`: ended before anyone took it)."""
-        return [json.loads(x) for x in await self.client.lrange(waits_key(store), 0, -1)]
+        (`taken` by an agent, or `abandoned`: ended before anyone took it);
+        the newest `limit` only, if given."""
+        end = -1 if limit is None else max(0, limit - 1)
+        return [json.loads(x) for x in await self.client.lrange(waits_key(store), 0, end)]
 
     async def history(self, cid: str) -> list[dict[str, Any]]:
         """The desk's actions on a call, oldest first."""

@@ -75,6 +75,12 @@ def _say_registry(s: Settings) -> None:
             "HOLD_REDIS_URL is not set: no call registry; a dead worker's calls come back "
             "only through the guardian's webhooks (about 22 s of silence)"
         )
+        announcing = catalog().announcing_stores()
+        if announcing:
+            logger.warning(
+                "HOLD_REDIS_URL is not set: no position announcements for "
+                f"{', '.join(announcing)} (a caller's place in line is read from the registry)"
+            )
 
 
 def build_server(s: Settings) -> AgentServer:

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     announcement_every_s: float = Field(30.0, ge=5.0, le=3600.0)
     # How far the music is ducked under an announcement.
     announcement_duck_db: float = Field(-14.0, ge=-40.0, le=0.0)
+    # Where the spoken prompts of position announcements (espeak-ng, rendered
+    # once) are kept; unset: $XDG_CACHE_HOME/hold-worker/prompts, ~/.cache/...,
+    # or a directory of this user's under the system temp directory.
+    prompts_cache: Path | None = None
     caller_join_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     max_wait_s: float = Field(0.0, ge=0.0, le=86400.0)
     max_wait_action: Literal["hangup", "transfer"] = "hangup"

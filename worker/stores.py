@@ -22,6 +22,15 @@ is one edit here plus a re-run of provision.
         fallback: transfer      # or hangup
         transfer_target: tel:+15550111
         show_caller_number: true  # the desk shows its agents the full number
+        language: en            # an espeak-ng voice (espeak-ng --voices); default en
+        position_announcements: # "You are caller number 3. The expected wait is ..."
+          enabled: true         # default false: nothing changes for a store without it
+          first_after_s: 20
+          every_s: 60
+          min_gap_s: 30
+          many_callers_above: 10
+          announce_wait: true
+          prompts_dir: prompts/main  # recorded prompt files, relative to this file
 
 Resolution order: the header attribute, then the dialled number, then the
 default. Pure: no livekit import; file checks only (decoding is the worker's).
@@ -38,11 +47,18 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .announce import MAX_SPOKEN_POSITION, PHRASE_KEYS, built_in_phrases
+
 # A whole string that is one E.164 number (validates the numbers of a store map).
 E164_NUMBER = re.compile(r"^\+[1-9][0-9]{6,14}$")
 STORE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+# An espeak-ng voice name as `espeak-ng --voices` lists them (en, en-us,
+# cmn-latn-pinyin, chr-US-Qaaa-x-west); whether it exists is checked at start
+# against espeak-ng itself (prompts.py).
+LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+DEFAULT_LANGUAGE = "en"
 
 
 def transfer_uri(v: str) -> str:
@@ -55,6 +71,40 @@ def transfer_uri(v: str) -> str:
 
 class StoreMapError(Exception):
     """One line for the operator, naming the file, entry and field."""
+
+
+class PositionAnnouncements(BaseModel):
+    """A store's position announcements ("You are caller number 3. The
+    expected wait is about 2 minutes."), spoken over the ducked music. Off
+    unless `enabled`; they need the call registry (HOLD_REDIS_URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    first_after_s: float = Field(20.0, ge=0.0, le=3600.0)  # into the hold
+    every_s: float = Field(60.0, ge=10.0, le=3600.0)  # then again every ...
+    min_gap_s: float = Field(30.0, ge=5.0, le=3600.0)  # never two closer than this
+    # above this position only "many callers are waiting" is said
+    many_callers_above: int = Field(10, ge=1, le=MAX_SPOKEN_POSITION)
+    announce_wait: bool = True  # say the expected wait (when enough is known)
+    # the expected wait needs at least this many calls taken within wait_window_s
+    wait_min_calls: int = Field(3, ge=1, le=10)
+    wait_window_s: float = Field(3600.0, ge=60.0, le=7 * 86400.0)
+    # recorded prompts (`caller_number.wav`, `number_3.wav`, ...) replacing the
+    # rendered ones; relative to the store map
+    prompts_dir: Path | None = None
+    # the phrases' texts, for a language without built-in ones (or to reword them)
+    phrases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("phrases")
+    @classmethod
+    def _phrase_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, text in v.items():
+            if key not in PHRASE_KEYS:
+                raise ValueError(f"{key!r} is not a phrase; the phrases: {', '.join(PHRASE_KEYS)}")
+            if not text.strip() or len(text) > 200:
+                raise ValueError(f"{key}: a phrase of 1 to 200 characters")
+        return v
 
 
 class Store(BaseModel):
@@ -73,6 +123,18 @@ class Store(BaseModel):
     # The desk shows this store's agents the caller's full number (a point-of-sale
     # system looks customers up by it); otherwise only the masked one. Never logged.
     show_caller_number: bool = False
+    # The store's language: an espeak-ng voice, for its spoken prompts.
+    language: str = DEFAULT_LANGUAGE
+    position_announcements: PositionAnnouncements = Field(
+        default_factory=lambda: PositionAnnouncements.model_validate({})
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        if not LANGUAGE.match(v):
+            raise ValueError(f"{v!r} is not an espeak-ng voice name such as en, de or en-us")
+        return v
 
     @field_validator("numbers")
     @classmethod
@@ -91,6 +153,14 @@ class Store(BaseModel):
     def _transfer_needs_target(self) -> Store:
         if self.fallback == "transfer" and not self.transfer_target:
             raise ValueError("fallback: transfer needs transfer_target (a tel: or sip: URI)")
+        pa = self.position_announcements
+        if pa.enabled and pa.prompts_dir is None and built_in_phrases(self.language) is None:
+            missing = [k for k in PHRASE_KEYS if k not in pa.phrases]
+            if missing:
+                raise ValueError(
+                    f"position_announcements: no built-in phrases in {self.language!r}: give "
+                    f"phrases ({', '.join(missing)}) or recorded prompts (prompts_dir)"
+                )
         return self
 
 
@@ -237,5 +307,13 @@ def load_store_map(path: str | Path, *, default_announcement: Path | None = None
             if not full.is_file():
                 raise StoreMapError(f"{p}: stores.{key}.{field}: file not found: {full}")
             fixed[field] = full
+        pa = store.position_announcements
+        if pa.prompts_dir is not None:
+            d = pa.prompts_dir if pa.prompts_dir.is_absolute() else base / pa.prompts_dir
+            if not d.is_dir():
+                raise StoreMapError(
+                    f"{p}: stores.{key}.position_announcements.prompts_dir: not a directory: {d}"
+                )
+            fixed["position_announcements"] = pa.model_copy(update={"prompts_dir": d})
         stores[key] = store.model_copy(update=fixed)
     return StoreMap(p, model.model_copy(update={"stores": stores}))

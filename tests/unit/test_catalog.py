@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -199,3 +200,48 @@ def test_a_file_being_written_is_not_decoded_half_way(
     new = c.default_plan().hold
     assert hz(new.samples) == pytest.approx(900, abs=2)
     assert new.seconds > 0.9  # the whole file, not a third of it
+
+
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"
+)
+
+
+@needs_espeak
+def test_unknown_store_language_stops_start_in_one_line(d: Path) -> None:
+    (d / "stores.yaml").write_text(
+        "default: a\nstores:\n  a: {name: A, hold_audio: a.wav, language: xx}\n"
+    )
+    with pytest.raises(CatalogError) as e:
+        StoreCatalog(load_settings(stores=d / "stores.yaml", prompts_cache=d / "cache")).load()
+    assert str(e.value) == (
+        f"HOLD_STORES: {d / 'stores.yaml'}: stores.a.language: language 'xx' is not an "
+        "espeak-ng voice (espeak-ng --voices lists them)"
+    )
+
+
+@needs_espeak
+def test_position_plan_only_for_stores_that_announce(d: Path) -> None:
+    (d / "stores.yaml").write_text(
+        "default: a\nstores:\n"
+        "  a: {name: A, numbers: ['+15550301'], hold_audio: a.wav}\n"
+        "  b: {name: B, numbers: ['+15550302'], language: de,"
+        " position_announcements: {enabled: true, every_s: 45}}\n"
+    )
+    c = StoreCatalog(load_settings(stores=d / "stores.yaml", prompts_cache=d / "cache"))
+    c.load()
+    assert c.announcing_stores() == ["b"]
+    assert c.plan_for({"sip.trunkPhoneNumber": "+15550301"}).position is None
+    b = c.plan_for({"sip.trunkPhoneNumber": "+15550302"})
+    assert b.position is not None and b.position.settings.every_s == 45
+    assert b.position.prompts.language == "de" and "caller_number" in b.position.prompts.audio
+    assert list((d / "cache" / "de").glob("caller_number-*.wav"))
+    rendered = c.prompts.rendered
+    c.plan_for({"sip.trunkPhoneNumber": "+15550302"})
+    assert c.prompts.rendered == rendered  # once
+
+
+def test_no_store_map_no_position_announcements(d: Path) -> None:
+    c = StoreCatalog(load_settings())
+    c.load()
+    assert c.default_plan().position is None and c.announcing_stores() == []

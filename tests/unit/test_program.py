@@ -93,3 +93,72 @@ def test_rewind_re_renders_the_same_samples(chunks: list[int], back: int, switch
     again = p.read(back)
     assert np.array_equal(again, whole[whole.shape[0] - back :])
     assert np.all(np.abs(whole) <= 1.0)
+
+
+DUCK = 10 ** (-14 / 20)
+RAMP = RATE * 300 // 1000
+
+
+def test_one_shot_ducks_the_music_once() -> None:
+    music = tone(400, 1.0, amp=0.3)
+    voice = tone(1500, 1.0, amp=0.2)
+    p = HoldProgram(music)
+    p.read(RATE)  # a second of music
+    shot = p.play_once(voice, duck_gain=DUCK, ramp=RAMP)
+    assert shot.start == RATE + RAMP  # as soon as the music is ducked
+    out = p.read(4 * RATE)
+
+    def sec(a: float, b: float) -> np.ndarray:
+        return out[int((a - 1) * RATE) : int((b - 1) * RATE)]
+
+    under = sec(1.4, 2.2)
+    assert band_level(under, 1500) > 0.18
+    assert -15 < 20 * np.log10(band_level(under, 400) / 0.3) < -13
+    # once: music alone, at full level, after it
+    after = sec(2.7, 4.9)
+    assert band_level(after, 1500) < 0.01 and abs(band_level(after, 400) - 0.3) < 0.01
+    assert np.max(np.abs(np.diff(out))) < 0.06
+
+
+def test_one_shot_follows_a_periodic_announcement_under_way() -> None:
+    music = tone(400, 1.0, amp=0.3)
+    p = HoldProgram(music)
+    periodic = Announcement.make(tone(1500, 1.0, amp=0.2), RATE, every_s=10.0, first_s=1.0)
+    p.set_announcement(periodic)
+    p.read(int(1.5 * RATE))  # the periodic one is playing (1.0-2.0 s)
+    shot = p.play_once(tone(900, 0.5, amp=0.2), duck_gain=DUCK, ramp=RAMP)
+    # after it has ended and the music is back (2.0 + ramp), then its own ramp
+    assert shot.start == 2 * RATE + 2 * RAMP
+    out = p.read(3 * RATE)
+    at = int(shot.start - 1.5 * RATE)
+    assert band_level(out[at : at + RATE // 2], 900) > 0.18
+    assert band_level(out[at : at + RATE // 2], 1500) < 0.01
+
+
+def test_a_periodic_announcement_overlapping_a_one_shot_is_left_out() -> None:
+    music = tone(400, 1.0, amp=0.3)
+    p = HoldProgram(music)
+    p.set_announcement(Announcement.make(tone(1500, 1.0, amp=0.2), RATE, every_s=10.0, first_s=2.0))
+    p.read(int(1.0 * RATE))
+    p.play_once(tone(900, 1.5, amp=0.2), duck_gain=DUCK, ramp=RAMP)  # 1.3-2.8 s
+    out = p.read(11 * RATE)  # 1 s .. 12 s
+    assert band_level(out, 900) > 0.01
+    # the periodic one at 2 s is left out; the next, at 12 s, plays as before
+    assert band_level(out[: int(9 * RATE)], 1500) < 0.005
+    p2 = HoldProgram(music)
+    p2.set_announcement(
+        Announcement.make(tone(1500, 1.0, amp=0.2), RATE, every_s=10.0, first_s=2.0)
+    )
+    p2.read(12 * RATE)
+    tail_ref = p2.read(2 * RATE)
+    assert np.allclose(p.read(2 * RATE), tail_ref)
+
+
+def test_one_shot_after_another_and_rewind_re_renders() -> None:
+    p = HoldProgram(tone(400, 1.0, amp=0.3))
+    first = p.play_once(tone(900, 1.0, amp=0.2), duck_gain=DUCK, ramp=RAMP)
+    second = p.play_once(tone(700, 0.5, amp=0.2), duck_gain=DUCK, ramp=RAMP)
+    assert second.start == first.end + RAMP  # never two voices at once
+    whole = np.concatenate([p.read(7000) for _ in range(30)])
+    p.rewind(50_000)
+    assert np.array_equal(p.read(50_000), whole[-50_000:])

@@ -105,3 +105,92 @@ def test_example_map_in_deploy_is_valid() -> None:
     )
     assert m.model.stores["main"].announcement == DEFAULT_ANNOUNCEMENT
     assert m.resolve({"store.id": "0042"}).key == "downtown"
+
+
+def test_position_announcements_are_off_by_default_and_english(store_dir: Path) -> None:
+    m = load_store_map(write(store_dir, GOOD))
+    for store in m.model.stores.values():
+        assert store.language == "en"
+        assert store.position_announcements.enabled is False
+
+
+def test_position_announcements_settings(store_dir: Path) -> None:
+    (store_dir / "prompts").mkdir()
+    m = load_store_map(
+        write(
+            store_dir,
+            GOOD
+            + "    language: de\n"
+            + "    position_announcements:\n"
+            + "      enabled: true\n"
+            + "      first_after_s: 15\n"
+            + "      every_s: 45\n"
+            + "      min_gap_s: 20\n"
+            + "      many_callers_above: 5\n"
+            + "      announce_wait: false\n"
+            + "      prompts_dir: prompts\n",
+        )
+    )
+    pa = m.model.stores["downtown"].position_announcements
+    assert m.model.stores["downtown"].language == "de"
+    assert (pa.enabled, pa.first_after_s, pa.every_s, pa.min_gap_s) == (True, 15, 45, 20)
+    assert (pa.many_callers_above, pa.announce_wait) == (5, False)
+    assert pa.prompts_dir == store_dir / "prompts"  # relative to the map
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "    language: 'en us'\n",
+            "stores.downtown.language: 'en us' is not an espeak-ng voice name",
+        ),
+        (
+            "    position_announcements: {many_callers_above: 21}\n",
+            "stores.downtown.position_announcements.many_callers_above: "
+            "Input should be less than or equal to 20",
+        ),
+        (
+            "    position_announcements: {every_s: 2}\n",
+            "stores.downtown.position_announcements.every_s: Input should be greater",
+        ),
+        (
+            "    position_announcements: {phrases: {hello: Hi}}\n",
+            "stores.downtown.position_announcements.phrases: 'hello' is not a phrase",
+        ),
+        (
+            "    position_announcements: {enabled: true, prompts_dir: nowhere}\n",
+            "stores.downtown.position_announcements.prompts_dir: not a directory",
+        ),
+        (
+            "    language: pl\n    position_announcements: {enabled: true}\n",
+            "stores.downtown: position_announcements: no built-in phrases in 'pl'",
+        ),
+        (
+            "    position_announcements: {enabeld: true}\n",
+            "stores.downtown.position_announcements.enabeld: Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_position_announcements_errors_are_one_line(
+    store_dir: Path, extra: str, message: str
+) -> None:
+    with pytest.raises(StoreMapError) as e:
+        load_store_map(write(store_dir, GOOD + extra))
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_language_without_phrases_may_bring_its_own(store_dir: Path) -> None:
+    from worker.announce import PHRASE_KEYS
+
+    phrases = "".join(f"        {k}: tekst {i}\n" for i, k in enumerate(PHRASE_KEYS))
+    m = load_store_map(
+        write(
+            store_dir,
+            GOOD
+            + "    language: pl\n    position_announcements:\n      enabled: true\n"
+            + "      phrases:\n"
+            + phrases,
+        )
+    )
+    assert m.model.stores["downtown"].position_announcements.phrases["minutes"] == "tekst 3"

@@ -26,7 +26,7 @@ from typing import Protocol
 from livekit import rtc
 
 from .audio import SAMPLE_RATE, HoldAudio
-from .dsp import GainRamp, float_to_int16
+from .dsp import Audio, GainRamp, dbfs_to_amplitude, float_to_int16
 from .program import Announcement, HoldProgram
 
 TRACK_NAME = "hold-audio"
@@ -183,6 +183,17 @@ class HoldPlayer:
     async def set_announcement(self, ann: Announcement | None) -> None:
         """Announcements from now on (the first after `ann.first` samples), or none."""
         await self._apply_now(lambda: self._program.set_announcement(ann))
+
+    async def play_once(self, samples: Audio, *, duck_db: float, ramp_ms: int = 300) -> None:
+        """Say `samples` once over the music, ducked under it, from now (or
+        right after an announcement already under way)."""
+        ramp = SAMPLE_RATE * ramp_ms // 1000
+        gain = dbfs_to_amplitude(duck_db)
+
+        def change() -> None:
+            self._program.play_once(samples, duck_gain=gain, ramp=ramp)
+
+        await self._apply_now(change)
 
     async def fade_out(self, fade_ms: int) -> None:
         """Fade to silence from now; returns once the silence has been played out."""

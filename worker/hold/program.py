@@ -4,6 +4,11 @@ HoldProgram renders the music loop, switches it to another loop with an
 equal-power cross-fade (a store's own audio replacing the default once the
 store is known), and plays an announcement every N seconds over the music,
 with the music ducked under it and brought back along equal-power ramps.
+It also plays one-shot announcements (a caller's position in line, composed
+for the moment) over the ducked music the same way: one starts as soon as
+the music is ducked, unless the periodic announcement or an earlier one-shot
+is under way (it follows them); a periodic announcement that would overlap
+a one-shot is left out, so two voices never talk at once.
 
 Everything is a function of one sample counter `t`, so `rewind(n)` (used by
 the player when it drops queued audio to start a fade now) re-renders the
@@ -47,6 +52,25 @@ class Announcement:
 
 
 @dataclass(frozen=True)
+class OneShot:
+    samples: Audio
+    start: int  # program sample of its first sample
+    duck_gain: float
+    ramp: int
+
+    @property
+    def begin(self) -> int:  # the duck's ramp down starts
+        return self.start - self.ramp
+
+    @property
+    def end(self) -> int:  # the music is back at full level
+        return self.start + int(self.samples.shape[0]) + self.ramp
+
+
+ONE_SHOTS_KEPT = 4  # a rewind never reaches further back than the last few
+
+
+@dataclass(frozen=True)
 class _Music:
     loop: Audio
     since: int  # program sample at which this loop takes over (its position 0)
@@ -59,6 +83,7 @@ class HoldProgram:
         self._crossfade = crossfade
         self._ann: Announcement | None = None
         self._ann_since = 0
+        self._once: list[OneShot] = []
 
     # -- changes, effective from the current sample ------------------------
 
@@ -76,6 +101,23 @@ class HoldProgram:
         self._ann = ann
         self._ann_since = self.t
 
+    def play_once(self, samples: Audio, *, duck_gain: float, ramp: int) -> OneShot:
+        """Play `samples` once over the ducked music, from as soon as the duck
+        allows: after a periodic announcement or a one-shot under way at t."""
+        start = self.t + ramp
+        for o in self._once:
+            if o.end > self.t:
+                start = max(start, o.end + ramp)
+        a = self._ann
+        if a is not None:
+            occ = self._occurrence_start(np.array([self.t], dtype=np.int64), a)[0]
+            begin, end = occ - a.ramp, occ + a.samples.shape[0] + a.ramp
+            if begin <= self.t < end and not self._overlaps_once(begin, end):
+                start = max(start, end + ramp)
+        shot = OneShot(samples, start, duck_gain, ramp)
+        self._once = [*self._once, shot][-ONE_SHOTS_KEPT:]
+        return shot
+
     @property
     def music(self) -> Audio:
         return self._music[-1].loop
@@ -90,6 +132,10 @@ class HoldProgram:
         out = self._render_music(t)
         if self._ann is not None:
             self._mix_announcement(out, t, self._ann)
+        if n:
+            for shot in self._once:
+                if shot.begin <= int(t[-1]) and shot.end > int(t[0]):
+                    self._mix(out, t - shot.start, shot.samples, shot.duck_gain, shot.ramp)
         self.t += n
         return out
 
@@ -127,27 +173,50 @@ class HoldProgram:
         out: Audio = np.asarray(m.loop[(t - m.since) % size], dtype=np.float32)  # copies
         return out
 
-    def _mix_announcement(self, out: Audio, t: np.ndarray, a: Announcement) -> None:
-        length = a.samples.shape[0]
+    def _occurrence_start(self, t: np.ndarray, a: Announcement) -> np.ndarray:
+        """Per sample: the program sample at which the periodic occurrence
+        that sample belongs to starts (its duck spans [start - ramp, start +
+        length + ramp))."""
         rel = t - self._ann_since - a.first  # sample within the schedule
-        # k-th occurrence starts at rel = k * every; the duck spans
-        # [start - ramp, start + length + ramp).
-        k = np.floor_divide(rel + a.ramp, a.every)
-        k = np.maximum(k, 0)
-        pos = rel - k * a.every  # position relative to the k-th start
+        k = np.maximum(np.floor_divide(rel + a.ramp, a.every), 0)
+        starts: np.ndarray = self._ann_since + a.first + k * a.every
+        return starts
+
+    def _overlaps_once(self, begin: int, end: int) -> bool:
+        return any(o.begin < end and begin < o.end for o in self._once)
+
+    def _mix_announcement(self, out: Audio, t: np.ndarray, a: Announcement) -> None:
+        starts = self._occurrence_start(t, a)
+        pos = t - starts  # position relative to the occurrence's start
+        if self._once:
+            # an occurrence that would overlap a one-shot is left out
+            length = a.samples.shape[0]
+            keep = np.ones(t.shape[0], dtype=bool)
+            for s0 in np.unique(starts):
+                if self._overlaps_once(int(s0) - a.ramp, int(s0) + length + a.ramp):
+                    keep[starts == s0] = False
+            if not keep.all():
+                pos = np.where(keep, pos, np.int64(-(a.ramp + 1) - length - a.every))
+        self._mix(out, pos, a.samples, a.duck_gain, a.ramp)
+
+    @staticmethod
+    def _mix(out: Audio, pos: np.ndarray, samples: Audio, duck_gain: float, ramp: int) -> None:
+        """Duck `out` around `samples` placed at pos == 0, and add them: the
+        duck spans [-ramp, length + ramp) of pos."""
+        length = samples.shape[0]
         # duck envelope: 1 -> duck over [-ramp, 0), duck over [0, length),
         # duck -> 1 over [length, length + ramp), 1 elsewhere
-        env = np.ones(t.shape[0], dtype=np.float64)
-        if a.ramp > 0:
-            down = (pos >= -a.ramp) & (pos < 0)
-            env[down] = _ramp(1.0, a.duck_gain, (pos[down] + a.ramp) / a.ramp)
-            up = (pos >= length) & (pos < length + a.ramp)
-            env[up] = _ramp(a.duck_gain, 1.0, (pos[up] - length) / a.ramp)
+        env = np.ones(pos.shape[0], dtype=np.float64)
+        if ramp > 0:
+            down = (pos >= -ramp) & (pos < 0)
+            env[down] = _ramp(1.0, duck_gain, (pos[down] + ramp) / ramp)
+            up = (pos >= length) & (pos < length + ramp)
+            env[up] = _ramp(duck_gain, 1.0, (pos[up] - length) / ramp)
         inside = (pos >= 0) & (pos < length)
-        env[inside] = a.duck_gain
+        env[inside] = duck_gain
         out *= env.astype(np.float32)
         if inside.any():
-            out[inside] += a.samples[pos[inside]]
+            out[inside] += samples[pos[inside]]
         np.clip(out, -1.0, 1.0, out=out)
 
 
