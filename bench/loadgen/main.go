@@ -35,11 +35,18 @@
 // agent's first packet; the worker should fade out and unpublish. Phase 4:
 // callers set sip.callStatus=hangup and leave, agents leave, done.
 //
+// Hold audio at the caller is a packet with a payload > 10 bytes (smaller ones
+// are DTX) that is not livekit-server's own Opus silence frame (0xf8 0xff 0xfe
+// and zeros, sent for a while when a track is muted or unpublished); for gaps
+// and handoff it must also have another one within 100 ms (a lone one is a DTX
+// comfort-noise update, every 400 ms during silence).
+//
 // The report (-json PATH) holds per room: dead air (caller connected -> first
-// hold packet with a payload > 10 bytes), steady-window packets/bytes, gap
-// share (stretches > 100 ms without such a packet, minus 20 ms each, over the
-// window), longest gap, handoff (agent's first packet sent -> last hold packet
-// after which none came for >= 1 s); the generator's own CPU (getrusage) in the
+// hold audio packet), steady-window packets/bytes, gap share (stretches
+// > 100 ms without hold audio, minus 20 ms each, over the window), longest
+// gap, handoff (agent's first packet sent -> last hold audio packet after
+// which none came for >= 1 s; decoded rooms also give handoff_audible_ms from
+// the levels); the generator's own CPU (getrusage) in the
 // steady window and overall, its ticks, late ticks (> 10 ms) and worst
 // lateness; and a summary (answered rooms, p50/p95 dead air and handoff,
 // mean/max gap share).

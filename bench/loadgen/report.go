@@ -185,8 +185,8 @@ func (g *gen) report(rooms []*roomRun, in reportInput) report {
 	return rep
 }
 
-// endOfRun: from the last time before a (or the first after it), the first
-// time in ts (sorted) followed by >= 1 s without another one before obsEnd.
+// endOfRun: the first time in ts (sorted) from a - 1 s on that is followed by
+// >= 1 s without another one (or by obsEnd).
 func endOfRun(ts []int64, a, obsEnd int64) (int64, bool) {
 	var kept []int64
 	for _, t := range ts {
@@ -194,10 +194,10 @@ func endOfRun(ts []int64, a, obsEnd int64) (int64, bool) {
 			kept = append(kept, t)
 		}
 	}
-	i := sort.Search(len(kept), func(i int) bool { return kept[i] >= a })
-	if i > 0 {
-		i--
-	}
+	// The worker may start its fade when the agent's track is published, a
+	// little before its first packet; audio that had stopped more than 1 s
+	// before it is no handoff (null).
+	i := sort.Search(len(kept), func(i int) bool { return kept[i] >= a-int64(handoffSilent) })
 	for ; i < len(kept); i++ {
 		next := obsEnd
 		if i+1 < len(kept) {
