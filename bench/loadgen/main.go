@@ -160,6 +160,7 @@ type roomRun struct {
 	agentErr               string
 	agentJoined            int64
 	firstBig               atomic.Int64
+	workerJoined           atomic.Int64 // ns since start the hold worker joined (0: not seen)
 	mu                     sync.Mutex
 	rx                     []rxPkt
 	meter                  *levelMeter
@@ -270,6 +271,11 @@ func (g *gen) joinCaller(r *roomRun) {
 			r.mu.Unlock()
 		}
 	}
+	cb.OnParticipantConnected = func(rp *lksdk.RemoteParticipant) {
+		if rp.Kind() == lksdk.ParticipantAgent {
+			r.workerJoined.CompareAndSwap(0, g.now())
+		}
+	}
 	cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		if rp.Kind() == lksdk.ParticipantAgent && track.Kind() == webrtc.RTPCodecTypeAudio {
 			go g.readHold(r, track)
@@ -283,6 +289,11 @@ func (g *gen) joinCaller(r *roomRun) {
 	r.connectedAt = g.now()
 	r.joinedUnix = g.unix(r.connectedAt)
 	r.callerRoom = room
+	for _, rp := range room.GetRemoteParticipants() {
+		if rp.Kind() == lksdk.ParticipantAgent { // there before the caller (the floor)
+			r.workerJoined.CompareAndSwap(0, r.connectedAt)
+		}
+	}
 	if g.dispatch != nil {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

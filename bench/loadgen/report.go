@@ -36,7 +36,8 @@ type roomReport struct {
 	Caller           string        `json:"caller"`
 	Connected        bool          `json:"connected"`
 	JoinedAt         *float64      `json:"joined_at"`
-	DeadAirMs        *float64      `json:"dead_air_ms"`
+	DeadAirMs        *float64      `json:"dead_air_ms"` // the worker's join (livekit-sip's 200 OK) -> hold audio
+	AnswerMs         *float64      `json:"answer_ms"`   // the caller's join -> hold audio (dispatch included)
 	Packets          int           `json:"packets"`
 	Bytes            int           `json:"bytes"`
 	AudioPackets     int           `json:"audio_packets"`
@@ -77,6 +78,8 @@ type summary struct {
 	DeadAirP50      *float64 `json:"dead_air_ms_p50"`
 	DeadAirP95      *float64 `json:"dead_air_ms_p95"`
 	DeadAirMax      *float64 `json:"dead_air_ms_max"`
+	AnswerP50       *float64 `json:"answer_ms_p50"`
+	AnswerP95       *float64 `json:"answer_ms_p95"`
 	HandoffMeasured int      `json:"handoffs_measured"`
 	HandoffP50      *float64 `json:"handoff_ms_p50"`
 	HandoffP95      *float64 `json:"handoff_ms_p95"`
@@ -151,13 +154,16 @@ func (g *gen) report(rooms []*roomRun, in reportInput) report {
 		GOMAXPROCS:          runtime.GOMAXPROCS(0),
 	}
 
-	var deadAir, handoff, gapShares []float64
+	var deadAir, answer, handoff, gapShares []float64
 	sum := summary{Rooms: c.Rooms, Connected: in.connected}
 	for _, r := range rooms {
 		rr := g.roomFigures(r, in.steadyStart, in.steadyEnd, in.obsEnd)
 		if rr.DeadAirMs != nil {
 			sum.Answered++
 			deadAir = append(deadAir, *rr.DeadAirMs)
+		}
+		if rr.AnswerMs != nil {
+			answer = append(answer, *rr.AnswerMs)
 		}
 		if rr.HandoffMs != nil {
 			handoff = append(handoff, *rr.HandoffMs)
@@ -171,6 +177,7 @@ func (g *gen) report(rooms []*roomRun, in reportInput) report {
 		rep.Rooms = append(rep.Rooms, rr)
 	}
 	sum.DeadAirP50, sum.DeadAirP95, sum.DeadAirMax = percentile(deadAir, 50), percentile(deadAir, 95), percentile(deadAir, 100)
+	sum.AnswerP50, sum.AnswerP95 = percentile(answer, 50), percentile(answer, 95)
 	sum.HandoffMeasured = len(handoff)
 	sum.HandoffP50, sum.HandoffP95, sum.HandoffMax = percentile(handoff, 50), percentile(handoff, 95), percentile(handoff, 100)
 	if len(gapShares) > 0 {
@@ -225,7 +232,12 @@ func (g *gen) roomFigures(r *roomRun, s, e, obsEnd int64) roomReport {
 	}
 	rr.JoinedAt = ptr(round(r.joinedUnix, 3))
 	if fb := r.firstBig.Load(); fb != 0 {
-		rr.DeadAirMs = ptr(ms(fb - r.connectedAt))
+		rr.AnswerMs = ptr(ms(fb - r.connectedAt))
+		from := r.connectedAt
+		if wj := r.workerJoined.Load(); wj > from {
+			from = wj
+		}
+		rr.DeadAirMs = ptr(ms(fb - from))
 	}
 	if r.holdUnpublishedAt != 0 {
 		rr.HoldUnpublished = ptr(round(g.unix(r.holdUnpublishedAt), 3))
