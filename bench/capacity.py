@@ -79,6 +79,8 @@ class Plan:
     settle: float = 3.0
     idle: float = 3.0
     handoff_wait: float = 5.0
+    join_interval: float = 0.2
+    agent_interval: float = 0.2
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     processes: list[int] = field(default_factory=lambda: [2, 4])
     floors: bool = True
@@ -279,6 +281,8 @@ async def run_loadgen(
         "-runtag", runtag, "-agent-name", agent_name, "-settle", str(plan.settle),
         "-steady", str(plan.steady), "-handoff-wait", str(plan.handoff_wait),
         "-answer-timeout", f"{int(30 + n)}s", f"-handoff={'true' if handoff else 'false'}",
+        "-join-interval", f"{int(plan.join_interval * 1000)}ms",
+        "-agent-interval", f"{int(plan.agent_interval * 1000)}ms",
         "-json", str(out_json),
     ]  # fmt: skip
     lg = await asyncio.create_subprocess_exec(
@@ -457,7 +461,13 @@ async def run(plan: Plan) -> dict[str, Any]:
             "dead_air_p95_ms_max": DEAD_AIR_P95_MAX,
             "handoff_p95_ms_max": HANDOFF_P95_MAX,
         },
-        "plan": {"steady": plan.steady, "settle": plan.settle, "at": plan.at},
+        "plan": {
+            "steady": plan.steady,
+            "settle": plan.settle,
+            "at": plan.at,
+            "join_interval": plan.join_interval,
+            "agent_interval": plan.agent_interval,
+        },
         "steps": {},
         "capacity": {},
     }
@@ -517,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steady", type=float, default=20.0)
     ap.add_argument("--settle", type=float, default=3.0)
     ap.add_argument("--handoff-wait", type=float, default=5.0)
+    ap.add_argument("--join-interval", type=float, default=0.2, help="s between callers")
+    ap.add_argument("--agent-interval", type=float, default=0.2, help="s between agents")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--processes", default="2,4")
     ap.add_argument("--no-floors", action="store_true")
@@ -540,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         steady=a.steady,
         settle=a.settle,
         handoff_wait=a.handoff_wait,
+        join_interval=a.join_interval,
+        agent_interval=a.agent_interval,
         variants=[v for v in a.variants.split(",") if v],
         processes=ints(a.processes),
         floors=not a.no_floors,

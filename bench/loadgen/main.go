@@ -3,8 +3,11 @@
 //
 // Per room it joins a "caller" whose token says participant kind SIP with the
 // attributes livekit-sip would set (sip.phoneNumber, sip.callID,
-// sip.callStatus=active, sip.trunkPhoneNumber, store.id), creates one explicit
-// agent dispatch for -agent-name right after that caller connected, and
+// sip.callStatus=active, sip.trunkPhoneNumber, store.id), has -agent-name
+// dispatched to the room the way livekit-sip's dispatch rule does it (the
+// caller's token carries a room configuration naming the agent, so the room
+// is created with the dispatch; -dispatch api instead creates an explicit
+// dispatch through the API right after the caller connected), and
 // publishes one Opus audio track: a two-tone signal (697 + 1209 Hz, -20 dBFS),
 // encoded once at start into a one-second loop of 50 packets and replayed with
 // running sequence numbers and timestamps. One shared goroutine writes the next
@@ -102,6 +105,7 @@ type config struct {
 	SinglePC               bool
 	Procs                  int
 	Interceptors           bool
+	Dispatch               string
 }
 
 func parseFlags() config {
@@ -113,6 +117,7 @@ func parseFlags() config {
 	flag.StringVar(&c.Prefix, "prefix", "lg-", "room name prefix: rooms are <prefix><runtag>-<i>")
 	flag.StringVar(&c.RunTag, "runtag", "", "run tag (digits; default: 4 random digits)")
 	flag.StringVar(&c.AgentName, "agent-name", "", "agent name of the hold worker to dispatch (empty: no dispatch)")
+	flag.StringVar(&c.Dispatch, "dispatch", "token", "token: the caller's token names the agent in its room configuration (as livekit-sip's dispatch rule); api: CreateDispatch after the caller joined")
 	flag.DurationVar(&c.JoinInterval, "join-interval", 100*time.Millisecond, "time between two callers' joins")
 	flag.StringVar(&c.Store, "store", "", "store.id attribute of the callers (optional)")
 	flag.StringVar(&c.TrunkNumber, "trunk-number", "", "sip.trunkPhoneNumber attribute of the callers (optional)")
@@ -136,6 +141,10 @@ func parseFlags() config {
 	c.HandoffWait = secs(*handoffWait)
 	if c.RunTag == "" {
 		c.RunTag = fmt.Sprintf("%04d", rand.IntN(10000))
+	}
+	if c.Dispatch != "token" && c.Dispatch != "api" {
+		fmt.Fprintf(os.Stderr, "loadgen: -dispatch must be token or api, not %q\n", c.Dispatch)
+		os.Exit(2)
 	}
 	return c
 }
@@ -207,6 +216,11 @@ func (g *gen) token(room, identity string, kind livekit.ParticipantInfo_Kind, at
 	}).SetIdentity(identity).SetName(identity).SetKind(kind).SetValidFor(2 * time.Hour)
 	if len(attrs) > 0 {
 		at.SetAttributes(attrs)
+	}
+	if kind == livekit.ParticipantInfo_SIP && g.cfg.AgentName != "" && g.cfg.Dispatch == "token" {
+		at.SetRoomConfig(&livekit.RoomConfiguration{
+			Agents: []*livekit.RoomAgentDispatch{{AgentName: g.cfg.AgentName, Metadata: "loadgen"}},
+		})
 	}
 	return at.ToJWT()
 }
@@ -465,7 +479,7 @@ func main() {
 	}
 	g := &gen{cfg: cfg, start: time.Now(), callerArr: callerLoop, agentArr: agentLoop, phases: map[string]float64{}}
 	cpu0 := cpuTime()
-	if cfg.AgentName != "" {
+	if cfg.AgentName != "" && cfg.Dispatch == "api" {
 		g.dispatch = lksdk.NewAgentDispatchServiceClient(cfg.URL, cfg.APIKey, cfg.APISecret)
 	}
 	g.tk = newTicker(g.start)
