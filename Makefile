@@ -4,9 +4,9 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 export LIVEKIT_DEV_URL := ws://127.0.0.1:7880
 
-.PHONY: setup venv stack-install console console-deps stack stack-down dev test test-unit test-integration test-e2e demo bench bench-monitoring burst lint provision-local clean
+.PHONY: setup venv stack-install loadgen console console-deps stack stack-down dev test test-unit test-integration test-e2e demo bench bench-monitoring burst lint provision-local clean
 
-setup: venv stack-install console
+setup: venv stack-install loadgen console
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml requirements.lock
@@ -18,6 +18,11 @@ $(VENV_STAMP): pyproject.toml requirements.lock
 
 stack-install:
 	bash devstack/install.sh
+
+# The capacity benchmark's load generator (bench/loadgen, Go + cgo libopus,
+# from the Go module proxy like the stack): .devstack/bin/loadgen.
+loadgen: stack-install
+	bash bench/loadgen/build.sh
 
 # The agents' console (console/): livekit-client, esbuild, TypeScript and
 # Biome from npm at the versions package-lock.json pins (`npm ci`), bundled

@@ -22,7 +22,9 @@ of the window, dead air p95 < 500 ms and handoff p95 < 700 ms. The headline,
 held calls per worker core, is the largest N that passes; the steps stop at
 the first N that fails.
 
-Then, at ``--at`` calls (the issue's target, 40): variants of ours (the older
+Then, at ``--at`` calls (default: ours' capacity point, where the defaults
+hold every call; at a saturated N every per-call figure is the core's limit):
+variants of ours (the older
 AudioStream levels, 1000 ms pushes, the call registry on), 2 and 4 worker
 processes sharing the core, and the floors (bench/floor.py: a bare livekit.rtc
 process that only publishes, and one that publishes and subscribes); and a
@@ -74,7 +76,7 @@ def log(msg: str) -> None:
 class Plan:
     sizes: list[int]
     kinds: list[str]
-    at: int = 40
+    at: int = 0  # N of the variants and processes; 0: ours' capacity point
     steady: float = 20.0
     settle: float = 3.0
     idle: float = 3.0
@@ -84,6 +86,7 @@ class Plan:
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     processes: list[int] = field(default_factory=lambda: [2, 4])
     floors: bool = True
+    floor_sizes: list[int] = field(default_factory=lambda: [10])  # and the variants' N
     profile: list[int] = field(default_factory=lambda: [1, 10, 30])
     profile_s: float = 10.0
 
@@ -106,12 +109,13 @@ def err_file(p: Path) -> BinaryIO:
     return p.open("wb")  # the child keeps its own descriptor
 
 
-def pin_stack() -> dict[str, int]:
-    """Every thread of the stack's services onto the rest core."""
+def pin_stack(cores: str = REST_CORE) -> dict[str, int]:
+    """Every thread of the stack's services onto `cores` (the rest core; all
+    of them again when the run ends)."""
     pids = stack_pids()
     for pid in pids.values():
         subprocess.run(
-            ["taskset", "-a", "-p", "-c", REST_CORE, str(pid)],
+            ["taskset", "-a", "-p", "-c", cores, str(pid)],
             check=False,
             capture_output=True,
         )
@@ -471,6 +475,14 @@ async def run(plan: Plan) -> dict[str, Any]:
         "steps": {},
         "capacity": {},
     }
+    try:
+        await run_in(plan, env, doc)
+    finally:
+        pin_stack(f"0-{(os.cpu_count() or 2) - 1}")
+    return doc
+
+
+async def run_in(plan: Plan, env: dict[str, str], doc: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="capacity-") as tmp:
         work = Path(tmp)
         for kind in plan.kinds:
@@ -487,7 +499,10 @@ async def run(plan: Plan) -> dict[str, Any]:
                     break
                 best = n
             doc["capacity"][kind] = best
-        at = plan.at
+        # variants where the default holds its calls (the capacity point):
+        # at a saturated N every per-call figure is the core's limit
+        at = plan.at or doc["capacity"].get("ours") or plan.sizes[0]
+        doc["plan"]["at"] = at
         extra_runs: list[dict[str, Any]] = []
         if "ours" in plan.kinds:
             for name in plan.variants:
@@ -504,7 +519,7 @@ async def run(plan: Plan) -> dict[str, Any]:
         if plan.floors:
             doc["floors"] = []
             for mode in ("publish", "subscribe"):
-                for n in sorted({10, at}):
+                for n in sorted({*plan.floor_sizes, at}):  # a bare process fills the core at ~40
                     try:
                         doc["floors"].append(await floor(mode, n, plan, work))
                     except Exception as e:
@@ -516,14 +531,13 @@ async def run(plan: Plan) -> dict[str, Any]:
             except Exception as e:
                 r = {"n": n, "error": repr(e)[:500]}
             doc["profiles"].append(r)
-    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10,20,30,40,50,60,70,80")
     ap.add_argument("--only", choices=("ours", "baseline", "both"), default="both")
-    ap.add_argument("--at", type=int, default=40)
+    ap.add_argument("--at", type=int, default=0, help="N of the variants (0: the capacity)")
     ap.add_argument("--steady", type=float, default=20.0)
     ap.add_argument("--settle", type=float, default=3.0)
     ap.add_argument("--handoff-wait", type=float, default=5.0)
@@ -532,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--processes", default="2,4")
     ap.add_argument("--no-floors", action="store_true")
+    ap.add_argument("--floor-sizes", default="10", help="floors at these N and the variants' N")
     ap.add_argument("--profile", default="1,10,30")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "capacity.json")
     a = ap.parse_args(argv)
@@ -557,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         variants=[v for v in a.variants.split(",") if v],
         processes=ints(a.processes),
         floors=not a.no_floors,
+        floor_sizes=ints(a.floor_sizes),
         profile=ints(a.profile),
     )
     unknown = [v for v in plan.variants if v not in VARIANTS]
