@@ -94,9 +94,19 @@ class Plan:
 VARIANTS: dict[str, dict[str, str]] = {
     # before the cut (issue 15): levels from an AudioStream of the decoded audio
     "stream": {"HOLD_MEDIA_LEVELS": "stream"},
+    # before the cut: every FFI event to every call's event loop (the SDK's way)
+    "fanout": {"HOLD_FFI_NARROW": "false"},
+    "fanout-stream": {"HOLD_FFI_NARROW": "false", "HOLD_MEDIA_LEVELS": "stream"},
     "chunk1000": {"HOLD_CHUNK_MS": "1000"},
     # a phone-bound track (G.711 at 8 kHz at the far end): no RED, 24 kbit/s
+    "nored": {"HOLD_TRACK_RED": "false"},
+    "24k": {"HOLD_TRACK_MAX_BITRATE": "24000"},
     "nored-24k": {"HOLD_TRACK_RED": "false", "HOLD_TRACK_MAX_BITRATE": "24000"},
+    "nored-24k-chunk1000": {
+        "HOLD_TRACK_RED": "false",
+        "HOLD_TRACK_MAX_BITRATE": "24000",
+        "HOLD_CHUNK_MS": "1000",
+    },
     # the production set-up: the call registry's record and 500 ms heartbeat
     "registry": {"HOLD_REDIS_URL": REDIS_URL},
 }

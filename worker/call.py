@@ -34,6 +34,7 @@ from typing import Any
 from livekit import api, rtc
 from livekit.agents import AutoSubscribe, JobContext
 
+from . import ffi_fanout
 from .aio import quietly, stop_task
 from .announcer import PositionAnnouncer
 from .catalog import CROSSFADE_MS, CallPlan, StoreCatalog
@@ -209,6 +210,8 @@ class CallSession:
         self.people.bind()
         try:
             await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+            if self.settings.ffi_narrow and isinstance(self.room, rtc.Room):
+                ffi_fanout.narrow(self.room)  # this call's events to this call only
             metrics.CALLS.labels(state=str(State.WAITING)).inc()
             if await self._bring_up_hold():
                 self.log.info(

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # statistics (no decoded frame crosses into Python), or an AudioStream of
     # the decoded audio (the older way, 5 events a second per call).
     media_levels: Literal["stats", "stream"] = "stats"
+    # Each call's room gets only its own FFI events (worker/ffi_fanout.py);
+    # false keeps the SDK's fan-out to every room of the process.
+    ffi_narrow: bool = True
     # What to do when the caller's media stays broken: nothing (default),
     # hang up, or transfer to HOLD_TRANSFER_TARGET.
     media_action: Literal["none", "hangup", "transfer"] = "none"
