@@ -9,7 +9,7 @@
 #   2. bench/run.py: the SIP path (livekit-sip, pjsua2 callers) on both cores
 #      at the sizes the machine carries -> bench/results.json.
 # Env: DEVSTACK_NETNS (the Makefile sets it), BENCH_SIZES (SIP path, default
-# 1,10,20), CAPACITY_SIZES (default 10,20,...,80), CAPACITY_ARGS (more
+# 1,10,20), CAPACITY_SIZES (default 10,20,...,60), CAPACITY_ARGS (more
 # arguments for bench.capacity, e.g. "--only ours --no-floors"); extra
 # arguments go to `python -m bench.run`.
 set -euo pipefail
@@ -20,7 +20,7 @@ source devstack/env.sh
 source devstack/up-for-clients.sh
 
 status=0
-cap=("${NSEXEC[@]}" .venv/bin/python -m bench.capacity --sizes "${CAPACITY_SIZES:-10,20,30,40,50,60,70,80}" --json bench/capacity.json)
+cap=("${NSEXEC[@]}" .venv/bin/python -m bench.capacity --sizes "${CAPACITY_SIZES:-10,20,30,40,50,60}" --json bench/capacity.json)
 # shellcheck disable=SC2206  # CAPACITY_ARGS: words on purpose
 cap+=(${CAPACITY_ARGS:-})
 "${cap[@]}" || status=$?

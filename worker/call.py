@@ -540,6 +540,7 @@ class CallSession:
             clock=self.clock,
             on_verdict=self._on_media_verdict,
             levels=audio_levels if self.settings.media_levels == "stream" else None,
+            poll_s=self.settings.media_poll_s,
         )
         self.monitor.start()
 

@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     # statistics (no decoded frame crosses into Python), or an AudioStream of
     # the decoded audio (the older way, 5 events a second per call).
     media_levels: Literal["stats", "stream"] = "stats"
+    # How often the caller's statistics are read (the detector's sample).
+    media_poll_s: float = Field(0.5, ge=0.1, le=2.0)
     # Each call's room gets only its own FFI events (worker/ffi_fanout.py);
     # false keeps the SDK's fan-out to every room of the process.
     ffi_narrow: bool = True
