@@ -96,11 +96,17 @@ VARIANTS: dict[str, dict[str, str]] = {
     "stream": {"HOLD_MEDIA_LEVELS": "stream"},
     # before the cut: every FFI event to every call's event loop (the SDK's way)
     "fanout": {"HOLD_FFI_NARROW": "false"},
-    "fanout-stream": {"HOLD_FFI_NARROW": "false", "HOLD_MEDIA_LEVELS": "stream"},
+    # the worker as it was before this issue's three cuts
+    "before": {
+        "HOLD_FFI_NARROW": "false",
+        "HOLD_MEDIA_LEVELS": "stream",
+        "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "500",
+    },
     "chunk1000": {"HOLD_CHUNK_MS": "1000"},
     "poll1s": {"HOLD_MEDIA_POLL_S": "1.0"},
-    # livekit-agents' event-loop watchdog off (two wake-ups per 50 ms per call)
-    "noloopmon": {"LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0"},
+    # before: livekit-agents' event-loop watchdog on at 500 ms (two wake-ups
+    # per 50 ms per call; the worker turns it off unless set)
+    "loopmon500": {"LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "500"},
     # a phone-bound track (G.711 at 8 kHz at the far end): no RED, 24 kbit/s
     "nored": {"HOLD_TRACK_RED": "false"},
     "24k": {"HOLD_TRACK_MAX_BITRATE": "24000"},
@@ -117,7 +123,7 @@ VARIANTS: dict[str, dict[str, str]] = {
 
 # what `make bench` measures (the rest on demand: --variants)
 DEFAULT_VARIANTS: tuple[str, ...] = (
-    "fanout-stream", "fanout", "stream", "noloopmon", "chunk1000", "poll1s", "nored-24k",
+    "before", "fanout", "stream", "loopmon500", "chunk1000", "poll1s", "nored-24k",
     "registry",
 )  # fmt: skip
 

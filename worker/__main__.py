@@ -40,12 +40,13 @@ def _check_livekit_env(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> None:
     cmd = argv[1] if len(argv) > 1 else ""
-    # livekit-agents watches every job's event loop for blocking with two
-    # wake-ups per 20 ms tick per call, which at its default 100 ms threshold
-    # costs CPU on every held call (figure in BENCHMARKS.md). Hold audio
-    # tolerates 500 ms (the queue holds one to two chunks), so warn from
-    # there unless set.
-    os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "500")
+    # livekit-agents watches every job's event loop for blocking: a watchdog
+    # thread and a heartbeat, each waking every 20-50 ms per call, whatever
+    # the threshold. On a held call that is a sixth of the worker's CPU
+    # (BENCHMARKS.md), so it is off unless set (e.g. 500 to be warned of a
+    # loop blocked for half a second; hold audio tolerates that much, the
+    # queue holds one to two chunks).
+    os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "0")
     # livekit-agents preloads local inference models (VAD, end of turn) into
     # every worker; a hold worker uses none, and they take most of an idle
     # worker's memory (figures in BENCHMARKS.md).

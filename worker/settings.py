@@ -74,9 +74,9 @@ class Settings(BaseSettings):
     agent_role_attribute: str = "role=agent"
     executor: Literal["thread", "process"] = "thread"
     # Calls one worker replica takes before it reports itself full, so that
-    # LiveKit dispatch sends further calls to other replicas. 20 leaves
-    # headroom on 2 dedicated cores (CPU per held call, and where a machine
-    # that also runs the stack saturates: BENCHMARKS.md).
+    # LiveKit dispatch sends further calls to other replicas: what one core
+    # holds within the benchmark's bounds (held calls per worker core,
+    # BENCHMARKS.md); one process per core.
     max_calls: int = Field(20, ge=1, le=1000)
     # Job runners kept warm for the next calls (threads under the thread
     # executor): a burst of calls does not wait for runners to start.

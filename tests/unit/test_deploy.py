@@ -93,10 +93,11 @@ def test_secret_is_mounted_not_inlined(
 
 
 def test_resources_fit_the_measured_calls(container: dict[str, Any], settings: Settings) -> None:
-    """Requests cover HOLD_MAX_CALLS at the benchmark's per-call figures.
+    """Requests cover HOLD_MAX_CALLS at the benchmark's figures.
 
-    BENCHMARKS.md: about 6 % of a core per held call, 145 MB idle and at most
-    6 MB per additional call.
+    BENCHMARKS.md: 20 held calls per worker core (the capacity run: the
+    worker alone on a core, every call answered, no gaps, dead air and
+    handoff within bounds), 145 MB idle and at most 6 MB per additional call.
     """
     req, lim = container["resources"]["requests"], container["resources"]["limits"]
 
@@ -106,7 +107,7 @@ def test_resources_fit_the_measured_calls(container: dict[str, Any], settings: S
     def mib(v: str) -> float:
         return float(v[:-2]) * (1024 if v.endswith("Gi") else 1)
 
-    assert cpu(req["cpu"]) >= 0.06 * settings.max_calls
+    assert cpu(req["cpu"]) >= settings.max_calls / 20
     assert mib(req["memory"]) >= 145 + 6 * settings.max_calls
     assert cpu(lim["cpu"]) >= cpu(req["cpu"]) and mib(lim["memory"]) >= mib(req["memory"])
     assert settings.executor == "thread"
