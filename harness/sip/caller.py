@@ -11,7 +11,7 @@ CLI (run from the repository root)::
         [--hangup-after S] [--answer-timeout S] [--codec PCMU|PCMA] \\
         [--local-port 0] [--header X-Store-Id:store-7 ...] \\
         [--auth-user U --auth-password P] [--log-file pj.log] [--verbose] \\
-        [--rtp-port N] [--rtp-stop-after S] [--mute-after S]
+        [--rtp-port N] [--rtp-stop-after S] [--mute-after S] [--dtmf S:DIGITS ...]
 
 Exit codes: 0 answered, 3 not answered (refused, cancelled or no answer; the
 JSON is still written), 2 usage error, 1 internal error, 4 hard timeout.
@@ -49,6 +49,11 @@ Faults (times in seconds after the 200 OK, like ``--duration``):
   from then on.
 - ``--mute-after S``: keep sending RTP (every 20 ms) but with exact-zero
   samples: the WAV player stops transmitting into the call. Event ``muted``.
+
+Keypad (``--dtmf S:DIGITS``, repeatable, seconds after the 200 OK): the
+digits are sent as RFC 2833 telephone-events (pjsua2 ``Call.dialDtmf``, whose
+default method is RFC 2833) in the RTP stream, one after another as pjmedia
+paces them; ``result["dtmf"]`` lists each send (digits, wall, mono).
 
 For packets that are sent but never arrive, see tests/e2e/support/faults.py
 (``RtpBlock``, nftables).
@@ -170,7 +175,23 @@ class CallPlan:
     rtp_port: int = 0
     rtp_stop_after: float | None = None
     mute_after: float | None = None
+    dtmf: list[tuple[float, str]] = field(default_factory=list)
     stop: threading.Event | None = None
+
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def parse_dtmf(spec: str) -> tuple[float, str]:
+    """``"3.5:12#"`` -> (3.5, "12#"): digits to send at 3.5 s after the answer."""
+    at, sep, digits = spec.partition(":")
+    try:
+        t = float(at)
+    except ValueError:
+        t = -1.0
+    if not sep or t < 0 or not digits or any(d not in DTMF_DIGITS for d in digits.upper()):
+        raise ValueError(f"--dtmf {spec!r}: expected SECONDS:DIGITS, e.g. 3.5:1 (digits 0-9*#A-D)")
+    return t, digits.upper()
 
 
 @dataclass
@@ -240,6 +261,7 @@ class CallResult:
     local_hangup_cause: str | None = None
     remote_hangup_reason: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
+    dtmf: list[dict[str, Any]] = field(default_factory=list)  # each send: digits, wall, mono
     pid: int = field(default_factory=os.getpid)
     rtp_port: int | None = None  # local RTP port actually bound (from the media transport)
     local_sip_port: int | None = None
@@ -482,6 +504,20 @@ class OutgoingCall:
             except Exception as exc:
                 res.errors.append(f"mute: {exc!r}")
 
+    def send_dtmf(self, at: float) -> None:
+        """Send the keypad digits that are due (RFC 2833, in the RTP stream)."""
+        plan, res = self.plan, self.res
+        if not res.answered or self.hangup_requested or self.media_idx is None:
+            return
+        since_answer = res.since("answered", at)
+        while len(res.dtmf) < len(plan.dtmf) and since_answer >= plan.dtmf[len(res.dtmf)][0]:
+            digits = plan.dtmf[len(res.dtmf)][1]
+            res.dtmf.append({"digits": digits, **now()})
+            try:
+                self.call.dialDtmf(digits)
+            except Exception as exc:
+                res.errors.append(f"dtmf {digits}: {exc!r}")
+
     def run_until_disconnected(self) -> None:
         plan, res = self.plan, self.res
         hard_deadline = (
@@ -495,6 +531,7 @@ class OutgoingCall:
             self.stack.poll(5)
             at = time.monotonic()
             self.apply_faults(at)
+            self.send_dtmf(at)
             if at >= next_sample:
                 self.sample_rtp(at)
                 next_sample = at + RTP_SAMPLE_S
@@ -560,6 +597,7 @@ def run_call(
     rtp_port: int = 0,
     rtp_stop_after: float | None = None,
     mute_after: float | None = None,
+    dtmf: Iterable[str | tuple[float, str]] = (),
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Place one call and return (and optionally write) the result dict.
@@ -592,6 +630,7 @@ def run_call(
         rtp_port=rtp_port,
         rtp_stop_after=rtp_stop_after,
         mute_after=mute_after,
+        dtmf=sorted(d if isinstance(d, tuple) else parse_dtmf(d) for d in dtmf),
         stop=stop,
     )
     if not _RUN_LOCK.acquire(blocking=False):
@@ -711,6 +750,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds after answer: keep sending RTP, but exact-zero samples",
     )
+    p.add_argument(
+        "--dtmf",
+        action="append",
+        default=[],
+        metavar="S:DIGITS",
+        help="seconds after answer: send these keypad digits (RFC 2833); repeatable",
+    )
     return p
 
 
@@ -736,6 +782,11 @@ def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     for h in a.headers:
         try:
             parse_header(h)
+        except ValueError as exc:
+            p.error(str(exc))
+    for d in a.dtmf:
+        try:
+            parse_dtmf(d)
         except ValueError as exc:
             p.error(str(exc))
 
