@@ -135,7 +135,7 @@ def test_store_map_keypad_settings_and_one_line_errors() -> None:
         "default": "main",
         "stores": {"main": {"name": "M", "fallback": "callback"}},
     }
-    with pytest.raises(ValueError, match="callback needs keypad.callback_key"):
+    with pytest.raises(ValueError, match=r"callback needs keypad\.callback_key"):
         StoreMapModel.model_validate(callback_fallback)
 
 
