@@ -311,13 +311,15 @@ def find_prompt(
 
 def best_prompt(
     rec: np.ndarray, rate: int, templates: dict[str, np.ndarray], start_s: float, span_s: float
-) -> tuple[str, float]:
-    """Which template is said starting within [start_s, start_s + span_s], and its score."""
-    best, score = "", 0.0
+) -> tuple[str, float, float]:
+    """Which template is said starting within [start_s, start_s + span_s]:
+    its key, score and start (s)."""
+    best, score, at = "", 0.0, start_s
+    a = max(0, int(start_s * rate))
     for key, t in templates.items():
-        a = max(0, int(start_s * rate))
         seg = rec[a : a + int(span_s * rate) + t.shape[0]]
         c = sliding_correlation(seg, t)
         if c.size and float(np.max(c)) > score:
-            best, score = key, float(np.max(c))
-    return best, score
+            i = int(np.argmax(c))
+            best, score, at = key, float(c[i]), (a + i) / rate
+    return best, score, at
