@@ -262,6 +262,9 @@ class CallResult:
     remote_hangup_reason: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
     dtmf: list[dict[str, Any]] = field(default_factory=list)  # each send: digits, wall, mono
+    # a REFER from the far end (a transfer): its target, and the new leg's
+    # events (transfer_requested, transfer_confirmed, transfer_disconnected in `events`)
+    transfer_to: str | None = None
     pid: int = field(default_factory=os.getpid)
     rtp_port: int | None = None  # local RTP port actually bound (from the media transport)
     local_sip_port: int | None = None
@@ -288,6 +291,23 @@ class CallResult:
         return out
 
 
+class _TransferLeg:
+    """The new leg a REFER made: only its state changes, into the result."""
+
+    def __init__(self, pj: Any, res: CallResult) -> None:
+        self.pj, self.res = pj, res
+
+    def callback_failed(self, name: str, exc: Exception) -> None:
+        self.res.errors.append(f"transfer leg {name}: {exc!r}")
+
+    def on_call_state(self, call: Any, _prm: Any) -> None:
+        state = call.getInfo().state
+        if state == self.pj.PJSIP_INV_STATE_CONFIRMED:
+            self.res.mark("transfer_confirmed")
+        elif state == self.pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.res.mark("transfer_disconnected")
+
+
 class OutgoingCall:
     """One call from INVITE to teardown: pjsua2's callbacks (through
     ua.call_class) and the poll loop's hangups and faults fill ``res``.
@@ -307,8 +327,21 @@ class OutgoingCall:
         self.call: Any = None
         self.recorder: Any = None
         self.player: Any = None
+        self.transfer_leg: Any = None  # the call a REFER made us place
 
     # ---- pjsua2 callbacks --------------------------------------------------
+
+    def on_call_transfer_request(self, _call: Any, prm: Any) -> None:
+        """A REFER (the far end transfers us): accepted, as a carrier does;
+        pjsua places the new call, whose states land in ``events``."""
+        self.res.transfer_to = str(prm.dstUri)
+        self.res.mark("transfer_requested")
+        self.transfer_leg = call_class(self.pj)(self.account, _TransferLeg(self.pj, self.res))
+        prm.newCall = self.transfer_leg
+
+    def on_call_transfer_status(self, _call: Any, prm: Any) -> None:
+        if int(prm.statusCode) // 100 == 2:
+            self.res.mark("transfer_succeeded")
 
     def callback_failed(self, name: str, exc: Exception) -> None:
         self.res.errors.append(f"{name}: {exc!r}")
@@ -553,12 +586,30 @@ class OutgoingCall:
         while time.monotonic() < end:
             self.stack.poll(5)
 
+    def end_transfer_leg(self) -> None:
+        """Hang up the call a REFER made (if any) and wait for its end: a call
+        still up at libDestroy brings the process down in pjsua's media teardown."""
+        leg = self.transfer_leg
+        if leg is None:
+            return
+        try:
+            if leg.isActive():
+                leg.hangup(self.pj.CallOpParam(True))
+        except Exception as exc:
+            self.res.errors.append(f"transfer leg hangup: {exc!r}")
+            return
+        end = time.monotonic() + HANGUP_WAIT_S
+        while "transfer_disconnected" not in self.res.events and time.monotonic() < end:
+            self.stack.poll(5)
+
     def release(self) -> None:
         """Media first (the WAV header is finalised), then call and account:
         each attribute held the last reference, so the C++ destructor runs here."""
+        self.end_transfer_leg()
         self.player = None
         self.recorder = None
         self.call = None
+        self.transfer_leg = None
         if self.account is not None:
             try:
                 self.account.shutdown()

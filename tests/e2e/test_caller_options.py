@@ -51,6 +51,7 @@ from tests.e2e.test_stores import target
 from worker.announce import CALLER_NUMBER
 from worker.desk import mint_token
 from worker.keypad import CALLBACK_CONFIRM, CALLBACK_DONE, CALLBACK_NUMBER
+from worker.logmask import mask_text
 from worker.prompts import WORD_GAP_S, PromptLibrary
 from worker.webhooks import SIGNATURE_HEADER, verify
 
@@ -395,9 +396,18 @@ def keys_caller(i: int) -> str:
 
 
 async def dial_keys(
-    s: OptionsStack, lkapi: Any, work: Path, number: str, duration: float, tag: str, *dtmf: str
+    s: OptionsStack,
+    lkapi: Any,
+    work: Path,
+    number: str,
+    duration: float,
+    tag: str,
+    *dtmf: str,
+    log: Path | None = None,
 ) -> PlacedCall:
     extra = tuple(x for d in dtmf for x in ("--dtmf", d))
+    if log is not None:  # pjsua's log with the SIP messages
+        extra += ("--log-file", str(log))
     return await place_call(
         s.lk_env,
         lkapi,
@@ -491,7 +501,9 @@ async def test_operator_key_transfers_to_an_answerer(options, lkapi, work_dir):
         line = (await asyncio.wait_for(ans.stdout.readline(), 15.0)).decode()
         assert line.startswith("READY"), line
         number = keys_caller(1)
-        c = await dial_keys(options, lkapi, work_dir, number, 25.0, "op", "4:0")
+        c = await dial_keys(
+            options, lkapi, work_dir, number, 25.0, "op", "4:0", log=work_dir / "op-pj.log"
+        )
         audio = await c.done(60.0)
         await asyncio.wait_for(ans.wait(), 30.0)
     finally:
@@ -508,8 +520,20 @@ async def test_operator_key_transfers_to_an_answerer(options, lkapi, work_dir):
         f"\noperator: key 0 at +{t_key - t_ans:.1f} s; the answerer's INVITE "
         f"{inv - t_key:.2f} s later (From {came_from}); "
         f"the caller's leg to the store ended by {audio.result.get('hangup_by')} at "
-        f"+{audio.ended_at - t_ans:.1f} s; answerer calls: {len(calls)}, errors {got.get('errors')}"
+        f"+{audio.ended_at - t_ans:.1f} s; answerer calls: {len(calls)}, "
+        f"errors {got.get('errors')}; "
+        f"REFER to {audio.result.get('transfer_to')}, new leg events "
+        f"{sorted(k for k in audio.result['events'] if k.startswith('transfer'))}"
     )
+    assert "sip:operator@127.0.0.1" in audio.result.get("transfer_to", "")
+    said_worker = [
+        r.get("message", "")
+        for r in options.run.worker.log_lines()
+        if r.get("room") == mask_text(c.room)
+    ]
+    print(f"worker: {[m for m in said_worker if 'transfer' in m or 'operator' in m]}")
+    assert any("transferring the caller: caller asked for the operator" in m for m in said_worker)
+    assert not any("transfer failed" in m for m in said_worker)  # LiveKit said the REFER worked
     assert len(calls) == 1 and "answer_sent" in calls[0]["events"]
     assert inv - t_key <= 5.0
     assert audio.result["hangup_by"] == "remote" and audio.ended_at - t_key <= 10.0
