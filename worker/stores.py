@@ -31,6 +31,13 @@ is one edit here plus a re-run of provision.
           many_callers_above: 10
           announce_wait: true
           prompts_dir: prompts/main  # recorded prompt files, relative to this file
+        max_wait_no_agents_s: 120 # with none of its agents signed in at the desk
+        no_agents_fallback: hangup  # or transfer, callback (fallback may be callback too)
+        keypad:                 # keypad options while holding (keypad.py); off by default
+          callback_key: "1"
+          confirm_key: "1"
+          operator_key: "0"     # to operator_target (default: transfer_target)
+          webhook: {url: https://backend/cb, secret_env: MAIN_CALLBACK_SECRET}
 
 Resolution order: the header attribute, then the dialled number, then the
 default. Pure: no livekit import; file checks only (decoding is the worker's).
