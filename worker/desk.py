@@ -343,12 +343,15 @@ class Desk:
                 if now - seen_at >= SEEN_EVERY_S:
                     seen_at = now
                     await self._seen(agent)
-                for event in await self._new_callbacks(agent, newest):
-                    await resp.write(event.encode())
-                    quiet_since = now
+                wrote = False
                 if body != last:
                     await resp.write(f"event: {DESK_EVENT_CALLS}\ndata: {body}\n\n".encode())
-                    last, quiet_since = body, now
+                    last, wrote = body, True
+                for event in await self._new_callbacks(agent, newest):
+                    await resp.write(event.encode())
+                    wrote = True
+                if wrote:
+                    quiet_since = now
                 elif now - quiet_since >= self.keepalive_s:
                     await resp.write(b": keep-alive\n\n")
                     quiet_since = now
@@ -369,12 +372,13 @@ class Desk:
                 return
 
     async def _new_callbacks(self, agent: Agent, newest: dict[str, str]) -> list[str]:
-        """`callbacks` events for the stores whose newest request changed."""
+        """`callbacks` events (after `calls`) for the stores whose newest
+        request changed: at the stream's start for a store that has any."""
         out = []
         for store in sorted(agent.stores):
             got = await self.registry.callbacks(store, CALLBACKS_SHOWN)
             top = str(got[0].get("id", "")) if got else ""
-            if newest.get(store) == top:
+            if newest.get(store, "") == top:
                 continue
             newest[store] = top
             body = json.dumps({"store": store, "callbacks": [_callback_json(c) for c in got]})

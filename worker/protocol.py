@@ -196,7 +196,8 @@ signed in (the maximum wait without agents)."""
 DESK_EVENT_CALLBACKS = "callbacks"
 """Server-Sent Event name on `GET /events`: data `{"store", "callbacks": [...]}`,
 a store's newest callback requests as `GET /stores/{store}/callbacks` returns
-them, sent at the stream's start and whenever a new one arrives."""
+them, sent (after `calls`) at the stream's start for a store that has any and
+whenever a new one arrives."""
 DESK_EVENT_CALLS = "calls"
 """Server-Sent Event name on `GET /events`: data `{"calls": [...]}`, the agent's
 stores' waiting calls as `GET /calls` returns them, sent whenever they change."""
