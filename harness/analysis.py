@@ -15,6 +15,9 @@ Pure numpy + soundfile, no LiveKit; used by the e2e tests, the benchmark
   (Goertzel), 0..1; about 1/len(freqs) for a window full of a multi-tone
   made with ``write_tone_wav`` and ~0 for silence or other content.
 - ``first_window_where``: start time of the first True window.
+- ``find_prompt``: where a spoken prompt (a file of worker/prompts.py) is in
+  a recording (sliding normalised correlation), and ``best_prompt`` which of
+  a few prompts follows a given point (the number after "caller number").
 - ``write_silence_wav``: exact digital zeros (a muted trunk).
 - ``write_line_noise_wav``: quiet white noise (a silent but live caller);
   at the default -60 dBFS RMS nearly every sample survives G.711 as non-zero.
@@ -265,3 +268,58 @@ class CallerAudio:
     def ended_at(self) -> float:
         ev = self.result["events"]
         return float((ev.get("disconnected") or ev.get("hangup") or {}).get("wall", 0.0))
+
+
+PROMPT_CORR = 0.5  # normalised correlation that counts as "this prompt was said"
+
+
+def sliding_correlation(rec: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Normalised correlation (1.0 = the same waveform up to gain) of the
+    template against every position of the recording (FFT, numpy only: scipy
+    is not a dependency of the project for this one function)."""
+    n, m = rec.shape[0], template.shape[0]
+    if n < m or m == 0:
+        return np.zeros(0)
+    x, t = rec.astype(np.float64), template.astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(n + m)))
+    corr = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(t, size)), size)[: n - m + 1]
+    energy = np.cumsum(np.concatenate([[0.0], x * x]))
+    win = np.sqrt(np.maximum(energy[m:] - energy[:-m], 1e-12))
+    out = corr / (win * float(np.linalg.norm(t)))
+    out[win < 1e-4 * np.sqrt(m)] = 0.0  # silence (under about -80 dBFS)
+    return np.asarray(out)
+
+
+def find_prompt(
+    rec: np.ndarray, rate: int, template: np.ndarray, min_corr: float = PROMPT_CORR
+) -> list[tuple[float, float]]:
+    """(start s, score) of each place the template is said in the recording:
+    the best position of each run of scores above `min_corr`, runs at least
+    one template length apart."""
+    c = sliding_correlation(rec, template)
+    hits: list[tuple[float, float]] = []
+    m = template.shape[0]
+    above = np.flatnonzero(c >= min_corr)
+    while above.size:
+        start = int(above[0])
+        end = min(c.shape[0], start + m)
+        best = start + int(np.argmax(c[start:end]))
+        hits.append((best / rate, float(c[best])))
+        above = above[above >= best + m]
+    return hits
+
+
+def best_prompt(
+    rec: np.ndarray, rate: int, templates: dict[str, np.ndarray], start_s: float, span_s: float
+) -> tuple[str, float, float]:
+    """Which template is said starting within [start_s, start_s + span_s]:
+    its key, score and start (s)."""
+    best, score, at = "", 0.0, start_s
+    a = max(0, int(start_s * rate))
+    for key, t in templates.items():
+        seg = rec[a : a + int(span_s * rate) + t.shape[0]]
+        c = sliding_correlation(seg, t)
+        if c.size and float(np.max(c)) > score:
+            i = int(np.argmax(c))
+            best, score, at = key, float(c[i]), (a + i) / rate
+    return best, score, at

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -38,11 +39,25 @@ from . import ffi_fanout
 from .aio import quietly, stop_task
 from .announcer import PositionAnnouncer
 from .catalog import CROSSFADE_MS, CallPlan, StoreCatalog
+from .hold.audio import SAMPLE_RATE
 from .hold.dsp import Audio
 from .hold.player import HoldPlayer
 from .hold.track import HoldTrack
+from .keypad import (
+    CALLBACK_DONE,
+    NO_AGENTS_GOODBYE,
+    CallbackConfirmed,
+    Cancelled,
+    KeyAction,
+    KeypadMenu,
+    ReadBack,
+    ToOperator,
+    offer,
+)
 from .lifecycle import (
     Action,
+    AgentsSignedIn,
+    CallerChose,
     CallLifecycle,
     Draining,
     Event,
@@ -53,6 +68,7 @@ from .lifecycle import (
     HoldForAgent,
     Leave,
     MediaHealth,
+    OfferCallback,
     RepublishHold,
     ResumeForAgent,
     ResumeHold,
@@ -108,6 +124,17 @@ class _PlayerDied:
     """Internal queue item: the hold player's task failed."""
 
 
+class _Key:
+    """Internal queue item: a keypad digit from this call's caller."""
+
+    def __init__(self, digit: str) -> None:
+        self.digit = digit
+
+
+REGISTRY_TIMEOUT_S = 2.0  # a callback request not stored by then is given up (music again)
+AGENTS_POLL_S = 5.0  # how often a store with a maximum wait without agents asks who is in
+
+
 class CallSession:
     def __init__(
         self,
@@ -134,7 +161,7 @@ class CallSession:
         self._is_draining = is_draining
         self._drain_task: asyncio.Task[None] | None = None
         self.log = CallLog(logger, {"room": self.room.name})
-        self._events: asyncio.Queue[Event | _PlayerDied] = asyncio.Queue()
+        self._events: asyncio.Queue[Event | _PlayerDied | _Key] = asyncio.Queue()
         # Until the caller's SIP participant says which store was called: the
         # default store's audio (or HOLD_AUDIO), no announcement yet.
         self.plan = catalog.default_plan()
@@ -158,7 +185,11 @@ class CallSession:
             emit=self._events.put_nowait,
             on_caller=self._on_caller,
             on_audio_published=self._on_audio_published,
+            on_key=lambda digit: self._events.put_nowait(_Key(digit)),
         )
+        self.registry = registry
+        self.keypad: KeypadMenu | None = None  # the store's keypad options, once known
+        self._agents_task: asyncio.Task[None] | None = None
         self.record: RegistrySink | None = None  # the call in the registry (HOLD_REDIS_URL)
         if registry is not None:
             self.record = RegistrySink(
@@ -176,7 +207,11 @@ class CallSession:
                 registry,
                 self.record.cid,
                 plan=lambda: self.plan.position if self._store_known else None,
-                holding=lambda: self.lifecycle.state is State.HOLDING and self.hold.playing,
+                holding=lambda: (
+                    self.lifecycle.state is State.HOLDING
+                    and self.hold.playing
+                    and (self.keypad is None or self.keypad.state == "idle")
+                ),
                 hold_since_ms=lambda: self._hold_since_ms,
                 say=self._say,
                 log=self.log,
@@ -233,10 +268,12 @@ class CallSession:
     async def _run_lifecycle(self) -> None:
         while self.lifecycle.state is not State.DONE:
             deadline = self.lifecycle.next_deadline()
+            if self.keypad is not None and self.keypad.deadline is not None:
+                deadline = min(deadline or self.keypad.deadline, self.keypad.deadline)
             # at least 1 ms: a wait shorter than the clock's resolution could
             # wake a hair before the deadline, over and over, without time passing
             timeout = None if deadline is None else max(0.001, deadline - self.clock())
-            item: Event | _PlayerDied
+            item: Event | _PlayerDied | _Key
             try:
                 item = await asyncio.wait_for(self._events.get(), timeout)
             except TimeoutError:
@@ -244,6 +281,11 @@ class CallSession:
             if isinstance(item, _PlayerDied):
                 await self._recover_player()
                 continue
+            if isinstance(item, _Key):
+                await self._on_key(item.digit)
+                continue
+            if isinstance(item, Tick) and self.keypad is not None:
+                await self._keypad_action(self.keypad.tick(self.clock()))
             for action in self.lifecycle.handle(item, self.clock()):
                 await self._do(action)
 
@@ -324,7 +366,11 @@ class CallSession:
             self.log.info("the agent resumes the call", extra={"agent": action.agent})
             await self._caller_hears_agents(True)
         elif isinstance(action, HangUp):
+            if action.goodbye:
+                await self._say_and_wait(action.goodbye)
             await self._hang_up(action.reason)
+        elif isinstance(action, OfferCallback):
+            await self._offer_callback(action.reason)
         elif isinstance(action, Transfer):
             await self._transfer(action.target, action.reason)
         elif isinstance(action, Leave):
@@ -451,6 +497,128 @@ class CallSession:
             self._side.add(task)
             task.add_done_callback(self._side.discard)
 
+    # ---- the caller's keypad (keypad.py) -------------------------------------------
+
+    async def _on_key(self, digit: str) -> None:
+        """A digit from this call's caller (room_events.py drops anyone else's)."""
+        if self.keypad is None:
+            return  # the store offers no keypad options: today's behaviour
+        active = self.lifecycle.state is State.HOLDING and self.hold.playing
+        await self._keypad_action(self.keypad.key(digit, self.clock(), active=active))
+
+    async def _keypad_action(self, action: KeyAction | None) -> None:
+        if action is None or self.keypad is None:
+            return  # an unknown key, or nothing due: ignored
+        await self._cut_prompt()  # a key that does something cuts what is being said
+        if isinstance(action, ReadBack):
+            self.log.info("keypad: callback asked, reading the number back")
+            await self._say_keys(action.sentences)
+        elif isinstance(action, Cancelled):
+            self.log.info(f"keypad: callback cancelled ({action.why})")
+            if self.lifecycle.offered_at is not None:  # the maximum wait's offer, declined
+                reason = "no callback after the maximum wait's offer"
+                self._events.put_nowait(CallerChose("hangup", reason, goodbye=NO_AGENTS_GOODBYE))
+            elif self.announcer is not None:
+                self.announcer.update(self.clock())
+        elif isinstance(action, CallbackConfirmed):
+            if await self._request_callback():
+                self._events.put_nowait(
+                    CallerChose("hangup", "callback requested", goodbye=CALLBACK_DONE)
+                )
+            else:
+                self.keypad.state = "idle"  # not stored: the caller keeps waiting
+        elif isinstance(action, ToOperator):
+            self.log.info(
+                "keypad: the caller asks for the operator", extra={"target": action.target}
+            )
+            self._events.put_nowait(
+                CallerChose("transfer", "caller asked for the operator", target=action.target)
+            )
+
+    async def _request_callback(self) -> bool:
+        """Store the request in the registry (the desk shows it and sends the
+        store's webhook); False if it could not be stored."""
+        plan = self.plan.keypad
+        if self.registry is None or self.record is None or plan is None:
+            return False
+        now_ms = int(time.time() * 1000)
+        entry: dict[str, Any] = {
+            "id": secrets.token_hex(8),
+            "store": self.plan.store_id,
+            "cid": self.record.cid,
+            "caller": self.people.caller_masked,
+            "waited_ms": max(0, now_ms - self._hold_since_ms) if self._hold_since_ms else 0,
+        }
+        if plan.full_number and self.people.caller_number:
+            entry["number"] = self.people.caller_number  # never logged
+        try:
+            await asyncio.wait_for(self.registry.request_callback(entry), REGISTRY_TIMEOUT_S)
+        except Exception as e:
+            self.log.error(f"keypad: the callback request could not be stored: {type(e).__name__}")
+            return False
+        self.log.info(
+            "keypad: callback requested",
+            extra={"callback.id": entry["id"], "store.id": entry["store"]},
+        )
+        return True
+
+    async def _offer_callback(self, reason: str) -> None:
+        """The maximum wait's callback offer: the number read back and how to
+        confirm; no number (withheld) or no keypad prompts: the goodbye."""
+        kp = self.keypad
+        if kp is None or not kp.callback_possible():
+            self._events.put_nowait(CallerChose("hangup", reason, goodbye=NO_AGENTS_GOODBYE))
+            return
+        self.log.info(f"{reason}: offering a callback")
+        read = kp.start_confirming(self.clock())
+        await self._cut_prompt()
+        await self._say_keys([*offer(kp.confirm_key), read.sentences[0]])
+
+    async def _cut_prompt(self) -> None:
+        if self.hold.player is not None:
+            await self.hold.player.cut_once()
+
+    async def _say_keys(self, sentences: list[list[str]]) -> None:
+        """Say keypad prompts; the time to answer counts from their end."""
+        plan = self.plan.keypad
+        if plan is None:
+            return
+        samples = plan.prompts.compose(sentences)
+        await self._say(samples)
+        if self.keypad is not None:
+            self.keypad.prompt_ends(self.clock() + samples.shape[0] / SAMPLE_RATE + 0.6)
+
+    async def _say_and_wait(self, key: str) -> None:
+        """Say one keypad prompt (a goodbye) and wait until it has been heard;
+        nothing when the store has no keypad prompts."""
+        plan = self.plan.keypad
+        if plan is None or key not in plan.prompts.audio or not self.hold.playing:
+            return
+        samples = plan.prompts.audio[key]
+        await self._cut_prompt()
+        await self._say(samples)
+        await asyncio.sleep(samples.shape[0] / SAMPLE_RATE + 0.6)  # the duck's ramps and the path
+
+    async def _watch_agents(self) -> None:
+        """Who of the store's agents is signed in (the desk saw them lately):
+        chooses between the two maximum waits."""
+        assert self.registry is not None
+        last: int | None = None
+        while True:
+            try:
+                n: int | None = await asyncio.wait_for(
+                    self.registry.agents_signed_in(
+                        self.plan.store_id, self.settings.desk_signed_in_s * 1000
+                    ),
+                    REGISTRY_TIMEOUT_S,
+                )
+            except Exception:
+                n = None  # not known: the ordinary maximum wait applies
+            if n != last:
+                last = n
+                self._events.put_nowait(AgentsSignedIn(n))
+            await asyncio.sleep(AGENTS_POLL_S)
+
     # ---- hanging up and transferring ---------------------------------------------
 
     async def _hang_up(self, reason: str) -> None:
@@ -504,6 +672,22 @@ class CallSession:
                 self.log.log(level, msg)
         self.plan = plan
         self.lifecycle.policy = plan.policy  # per-store max wait and fallback
+        if plan.keypad is not None:
+            kp = plan.keypad
+            self.keypad = KeypadMenu(
+                callback_key=kp.settings.callback_key,
+                confirm_key=kp.settings.confirm_key,
+                confirm_timeout_s=kp.settings.confirm_timeout_s,
+                operator_key=kp.settings.operator_key,
+                operator_target=kp.operator_target,
+                caller_number=self.people.caller_number,
+            )
+        if (
+            plan.policy.max_wait_no_agents > 0
+            and self.registry is not None
+            and self._agents_task is None
+        ):
+            self._agents_task = asyncio.create_task(self._watch_agents(), name="hold-agents")
         self._events.put_nowait(Tick())  # the lifecycle re-reads its deadlines
         self._store_known = True
         if self.announcer is not None:
@@ -608,6 +792,8 @@ class CallSession:
         await self._stop_monitor()
         if self._drain_task is not None:
             await stop_task(self._drain_task, self.log)
+        if self._agents_task is not None:
+            await stop_task(self._agents_task, self.log)
         for task in list(self._side):
             await stop_task(task, self.log)
         await self.publisher.aclose()

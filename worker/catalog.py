@@ -35,7 +35,14 @@ from .hold.program import Announcement
 from .lifecycle import CallPolicy
 from .prompts import PromptError, PromptLibrary, PromptSet, UnknownLanguage, default_cache_dir
 from .settings import DEFAULT_ANNOUNCEMENT, Settings
-from .stores import PositionAnnouncements, Store, StoreMap, StoreMapError, load_store_map
+from .stores import (
+    KeypadOptions,
+    PositionAnnouncements,
+    Store,
+    StoreMap,
+    StoreMapError,
+    load_store_map,
+)
 
 CROSSFADE_MS = 300  # default audio -> the store's, once the store is known
 # A changed audio file is decoded once it has been still this long: a file
@@ -57,6 +64,17 @@ class PositionPlan:
 
 
 @dataclass(frozen=True)
+class KeypadPlan:
+    """A store's keypad options (keypad.py): the keys, where the operator is,
+    whether the callback keeps the full number, and the prompts."""
+
+    settings: KeypadOptions
+    operator_target: str
+    full_number: bool
+    prompts: PromptSet
+
+
+@dataclass(frozen=True)
 class CallPlan:
     store_id: str
     store_name: str
@@ -65,6 +83,7 @@ class CallPlan:
     announcement: Announcement | None
     policy: CallPolicy
     position: PositionPlan | None = None  # the store's position announcements, if on
+    keypad: KeypadPlan | None = None  # the store's keypad options, if any
 
 
 _AudioKey = tuple[str, bool]  # (path, loop): loop=False is an announcement
@@ -208,6 +227,10 @@ class StoreCatalog:
                 raise StoreMapError(f"{m.path}: stores.{key}.language: {e}") from None
             except PromptError as e:
                 raise StoreMapError(f"{m.path}: stores.{key}.position_announcements: {e}") from None
+            try:
+                self._keypad_prompts(store)
+            except PromptError as e:
+                raise StoreMapError(f"{m.path}: stores.{key}.keypad: {e}") from None
 
     def _prompts(self, store: Store) -> PromptSet | None:
         """The store's language checked against espeak-ng (where installed),
@@ -217,6 +240,13 @@ class StoreCatalog:
         if not pa.enabled:
             return None
         return self.prompts.prompt_set(store.language, pa.prompts_dir, pa.phrases)
+
+    def _keypad_prompts(self, store: Store) -> PromptSet | None:
+        kp = store.keypad
+        if not kp.enabled:
+            return None
+        pdir = store.position_announcements.prompts_dir
+        return self.prompts.keypad_set(store.language, pdir, kp.phrases)
 
     def announcing_stores(self) -> list[str]:
         """The stores of the current map with position announcements on."""
@@ -411,10 +441,21 @@ class StoreCatalog:
                 position = PositionPlan(store.position_announcements, prompts)
         except PromptError as e:
             self._note(logging.ERROR, f"store {key}: no position announcements: {e}")
+        keypad = None
+        try:
+            kp_prompts = self._keypad_prompts(store)
+            if kp_prompts is not None:
+                keypad = KeypadPlan(
+                    store.keypad, store.operator_target, store.callback_full_number, kp_prompts
+                )
+        except PromptError as e:
+            self._note(logging.ERROR, f"store {key}: no keypad options: {e}")
         policy = replace(
             policy,
             max_wait=policy.max_wait if store.max_wait_s is None else store.max_wait_s,
             max_wait_action=store.fallback or policy.max_wait_action,
+            max_wait_no_agents=store.max_wait_no_agents_s or 0.0,
+            no_agents_action=store.no_agents_fallback,
             transfer_target=store.transfer_target or policy.transfer_target,
         )
-        return CallPlan(key, store.name, matched_by, hold, ann, policy, position)
+        return CallPlan(key, store.name, matched_by, hold, ann, policy, position, keypad)

@@ -17,6 +17,7 @@ sees, takes and hangs up only calls of their stores.
     POST /calls/{id}/hangup      {"reason": "..."}: the caller is removed from the room
     GET  /calls/{id}/history     the agents' actions on the call
     GET  /stores/{store}/waits   recent and average waits, abandoned calls
+    GET  /stores/{store}/callbacks  callers' callback requests (keypad), newest first
     GET  /openapi.json           this API as an OpenAPI 3 document
     GET  /                       the agents' console (console/, built by make setup),
                                  its files under /console/
@@ -49,11 +50,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from .lifecycle import State
-from .protocol import CONTROL_TOPIC, DESK_EVENT_CALLS, GUARDIAN_OWNER_PREFIX
+from .protocol import CONTROL_TOPIC, DESK_EVENT_CALLBACKS, DESK_EVENT_CALLS, GUARDIAN_OWNER_PREFIX
 from .registry import Registry, call_key, waiting_key
 from .settings import Settings
 from .stores import STORE_KEY
 from .waits import summarise
+from .webhooks import Hook, WebhookSender
 
 logger = logging.getLogger("hold-worker.desk")
 
@@ -62,6 +64,8 @@ CALL_ID = re.compile(r"^[0-9a-f]{24}$")
 MIN_SECRET_BYTES = 32
 POLL_S = 0.25  # each event stream reads the registry this often
 KEEPALIVE_S = 15.0
+SEEN_EVERY_S = 5.0  # an event stream marks its agent as signed in this often
+CALLBACKS_SHOWN = 50
 MAX_REASON = 200
 TALKING = frozenset({State.HANDING_OFF, State.SETTLING, State.MONITORING})
 LIVEKIT_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
@@ -183,6 +187,7 @@ class Desk:
     poll_s: float = POLL_S
     keepalive_s: float = KEEPALIVE_S
     console: Path | None = None  # the built console (index.html and its files)
+    hooks: Mapping[str, Hook] | None = None  # store -> its callback webhook
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_json_errors, self._console_headers])
@@ -199,6 +204,7 @@ class Desk:
                 web.post("/calls/{id}/hangup", self.hangup),
                 web.get("/calls/{id}/history", self.history),
                 web.get("/stores/{store}/waits", self.waits),
+                web.get("/stores/{store}/callbacks", self.callbacks),
                 web.get("/", self.console_page),
             ]
         )
@@ -326,15 +332,26 @@ class Desk:
         await resp.prepare(request)
         last: str | None = None
         quiet_since = time.monotonic()
+        seen_at = 0.0
+        newest: dict[str, str] = {}  # store -> id of the newest callback request sent
         try:
             while time.time() < agent.exp:
                 if request.transport is None or request.transport.is_closing():
                     return resp  # the agent closed the tab: stop reading for them
                 body = json.dumps({"calls": await self.waiting_calls(agent)})
                 now = time.monotonic()
+                if now - seen_at >= SEEN_EVERY_S:
+                    seen_at = now
+                    await self._seen(agent)
+                wrote = False
                 if body != last:
                     await resp.write(f"event: {DESK_EVENT_CALLS}\ndata: {body}\n\n".encode())
-                    last, quiet_since = body, now
+                    last, wrote = body, True
+                for event in await self._new_callbacks(agent, newest):
+                    await resp.write(event.encode())
+                    wrote = True
+                if wrote:
+                    quiet_since = now
                 elif now - quiet_since >= self.keepalive_s:
                     await resp.write(b": keep-alive\n\n")
                     quiet_since = now
@@ -343,6 +360,39 @@ class Desk:
         except ConnectionResetError:  # (aiohttp's ClientConnectionResetError too)
             pass  # closed between our check and the write: an ordinary end
         return resp
+
+    async def _seen(self, agent: Agent) -> None:
+        """An open event stream is an agent signed in (for the maximum wait
+        without agents): marked in each of their stores."""
+        for store in agent.stores:
+            try:
+                await self.registry.agent_seen(store, agent.id)
+            except RedisError as e:
+                logger.warning(f"could not mark agent {agent.id} as seen: {e}")
+                return
+
+    async def _new_callbacks(self, agent: Agent, newest: dict[str, str]) -> list[str]:
+        """`callbacks` events (after `calls`) for the stores whose newest
+        request changed: at the stream's start for a store that has any."""
+        out = []
+        for store in sorted(agent.stores):
+            got = await self.registry.callbacks(store, CALLBACKS_SHOWN)
+            top = str(got[0].get("id", "")) if got else ""
+            if newest.get(store, "") == top:
+                continue
+            newest[store] = top
+            body = json.dumps({"store": store, "callbacks": [_callback_json(c) for c in got]})
+            out.append(f"event: {DESK_EVENT_CALLBACKS}\ndata: {body}\n\n")
+        return out
+
+    async def callbacks(self, request: web.Request) -> web.Response:
+        agent = self.agent(request)
+        store = request.match_info["store"]
+        if not STORE_KEY.match(store):
+            raise DeskError(404, "no such store")
+        self._may_see(agent, store)
+        got = await self.registry.callbacks(store, CALLBACKS_SHOWN)
+        return _json({"store": store, "callbacks": [_callback_json(c) for c in got]})
 
     # ---- actions ----------------------------------------------------------------
 
@@ -596,6 +646,13 @@ def console_headers(livekit_url: str) -> dict[str, str]:
 # ---- the OpenAPI document ---------------------------------------------------------
 
 
+def _callback_json(c: Mapping[str, Any]) -> dict[str, Any]:
+    """A callback request as agents see it (the worker stored the full
+    number only where the store's policy allows it)."""
+    keys = ("id", "store", "cid", "caller", "number", "waited_ms", "at")
+    return {k: c[k] for k in keys if k in c}
+
+
 def line_of(rec: Mapping[str, str]) -> str:
     """The store whose line a call is in: where it was transferred, else its own."""
     return rec.get("transfer_store") or rec.get("store", "")
@@ -784,6 +841,24 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/stores/{store}/callbacks": {
+            "get": {
+                "summary": "the store's callback requests (a caller's keypad), newest first: "
+                "id, caller (masked), number (where the store allows it), waited_ms, at "
+                "(unix ms); the `callbacks` event of /events sends the same",
+                "parameters": [
+                    {"name": "store", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the requests",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_AUTH,
+                    "403": _err("a store not in the token"),
+                },
+            }
+        },
         "/calls/{id}/history": {
             "get": {
                 "summary": "the agents' actions on the call (kept after it ends)",
@@ -882,11 +957,13 @@ def _token_command(argv: list[str], settings: Settings) -> int:
     return 0
 
 
-def _stores(settings: Settings) -> tuple[frozenset[str], frozenset[str]]:
-    """The store map's ids, and those whose agents see full caller numbers
-    (read once, at start)."""
+def _stores(
+    settings: Settings, env: Mapping[str, str] | None = None
+) -> tuple[frozenset[str], frozenset[str], dict[str, Hook]]:
+    """The store map's ids, those whose agents see full caller numbers, and
+    the stores' callback webhooks with their secrets (read once, at start)."""
     if settings.stores is None:
-        return frozenset(), frozenset()
+        return frozenset(), frozenset(), {}
     from .settings import DEFAULT_ANNOUNCEMENT
     from .stores import StoreMapError, load_store_map
 
@@ -895,7 +972,20 @@ def _stores(settings: Settings) -> tuple[frozenset[str], frozenset[str]]:
     except StoreMapError as e:
         raise ConfigError(f"HOLD_STORES: {e}") from None
     stores = m.model.stores
-    return frozenset(stores), frozenset(k for k, v in stores.items() if v.show_caller_number)
+    hooks: dict[str, Hook] = {}
+    for key, st in stores.items():
+        wh = st.keypad.webhook
+        if wh is None:
+            continue
+        secret = (env or {}).get(wh.secret_env, "")
+        if len(secret) < 16:
+            raise ConfigError(
+                f"stores.{key}.keypad.webhook.secret_env: {wh.secret_env} is not set "
+                "(or shorter than 16 characters)"
+            )
+        hooks[key] = Hook(wh.url, secret)
+    show = frozenset(k for k, v in stores.items() if v.show_caller_number)
+    return frozenset(stores), show, hooks
 
 
 def build(settings: Settings, env: Mapping[str, str]) -> Desk:
@@ -911,7 +1001,7 @@ def build(settings: Settings, env: Mapping[str, str]) -> Desk:
     registry = Registry(
         connect(settings.redis_url), history_ttl_ms=settings.desk_history_ttl_s * 1000
     )
-    stores, show = _stores(settings)
+    stores, show, hooks = _stores(settings, env)
     desk = Desk(
         registry,
         secret=secret,
@@ -923,6 +1013,7 @@ def build(settings: Settings, env: Mapping[str, str]) -> Desk:
         identity_prefix=settings.agent_identity_prefix,
         role_attribute=settings.agent_role_attribute,
         console=settings.desk_console,
+        hooks=hooks,
     )
     return desk
 
@@ -933,7 +1024,11 @@ def _livekit_api(desk: Desk) -> Callable[[web.Application], AsyncIterator[None]]
 
         lk = api.LiveKitAPI(desk.livekit.url, desk.livekit.api_key, desk.livekit.api_secret)
         desk.room_service = lk.room
+        sender = WebhookSender(desk.registry, desk.hooks or {})
+        if desk.hooks:
+            sender.start()
         yield
+        await sender.aclose()
         await lk.aclose()
         await desk.registry.aclose()
 

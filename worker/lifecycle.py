@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from .keypad import NO_AGENTS_GOODBYE
+
 
 class State(StrEnum):
     WAITING = "waiting"  # in the room, hold track published, no caller yet
@@ -119,8 +121,29 @@ class AgentHold:
     hold: bool
 
 
+@dataclass(frozen=True)
+class CallerChose:
+    """The caller's keypad (keypad.py) ends the call: a confirmed callback
+    (hang up, after a goodbye) or the operator (transfer to `target`)."""
+
+    action: Literal["hangup", "transfer"]
+    reason: str
+    target: str = ""
+    goodbye: str = ""  # the prompt (keypad.py) said before hanging up
+
+
+@dataclass(frozen=True)
+class AgentsSignedIn:
+    """How many of the store's agents the desk has seen lately (None: not
+    known, no registry). Chooses which maximum wait applies."""
+
+    count: int | None
+
+
 Event = (
     AgentHold
+    | CallerChose
+    | AgentsSignedIn
     | CallerJoined
     | CallerLeft
     | AgentAudio
@@ -190,6 +213,16 @@ class ResumeForAgent:
 @dataclass(frozen=True)
 class HangUp:
     reason: str
+    goodbye: str = ""  # a prompt (keypad.py) said first, where the store has it
+
+
+@dataclass(frozen=True)
+class OfferCallback:
+    """The maximum wait passed and the store offers a callback: the caller
+    hears the offer and confirms with a key; no answer ends the call with a
+    goodbye (the call's keypad sends CallerChose either way)."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -218,12 +251,15 @@ Action = (
     | HandOver
     | RepublishHold
     | HangUp
+    | OfferCallback
     | Transfer
     | Leave
     | StateChanged
 )
 
-MaxWaitAction = Literal["hangup", "transfer"]
+# callback: offer a callback (the store's keypad); hangup: after a goodbye
+# prompt where the store has one
+MaxWaitAction = Literal["hangup", "transfer", "callback"]
 MediaAction = Literal["none", "hangup", "transfer"]
 
 
@@ -236,6 +272,10 @@ class CallPolicy:
     caller_join_timeout: float = 30.0  # seconds in WAITING before giving up
     max_wait: float = 0.0  # seconds on hold before the fallback; 0 = off
     max_wait_action: MaxWaitAction = "hangup"
+    # with none of the store's agents signed in (AgentsSignedIn(0)): this
+    # maximum wait instead, and its own action; 0 = max_wait applies throughout
+    max_wait_no_agents: float = 0.0
+    no_agents_action: MaxWaitAction = "hangup"
     transfer_target: str = ""
     # After the fade, stay this long with the silent hold track published: an
     # agent who drops or mutes right after taking the call gets the caller
@@ -268,6 +308,8 @@ class CallLifecycle:
     hold_failed: str = ""  # HoldFailed seen before any caller joined
     draining: bool = False  # leave once handed over
     held_by: str = ""  # ON_HOLD: the agent who put the caller on hold
+    agents_signed_in: int | None = None  # the store's agents the desk saw lately
+    offered_at: float | None = None  # a maximum wait's callback offer was made
     _fade_id: int = 0
     _handed_to: str = ""
 
@@ -277,9 +319,10 @@ class CallLifecycle:
         if self.state is State.WAITING:
             return self.started_at + self.policy.caller_join_timeout
         deadlines = []
-        if self.state is State.HOLDING and self.policy.max_wait > 0:
+        limit, _action, _what = self._max_wait()
+        if self.state is State.HOLDING and limit > 0 and self.offered_at is None:
             assert self.hold_started_at is not None
-            deadlines.append(self.hold_started_at + self.policy.max_wait)
+            deadlines.append(self.hold_started_at + limit)
         if self._media_action_armed():
             assert self.media_bad_since is not None
             deadlines.append(self.media_bad_since + self.policy.media_action_after)
@@ -292,6 +335,14 @@ class CallLifecycle:
         ):
             deadlines.append(self.quiet_since + self.policy.agent_quiet_after)
         return min(deadlines) if deadlines else None
+
+    def _max_wait(self) -> tuple[float, MaxWaitAction, str]:
+        """The maximum wait that applies now: without agents signed in, the
+        store's max_wait_no_agents (when set), else max_wait."""
+        p = self.policy
+        if self.agents_signed_in == 0 and p.max_wait_no_agents > 0:
+            return p.max_wait_no_agents, p.no_agents_action, "max wait without agents"
+        return p.max_wait, p.max_wait_action, "max wait"
 
     def _media_action_armed(self) -> bool:
         return (
@@ -364,6 +415,14 @@ class CallLifecycle:
 
         if isinstance(event, AgentHold):
             return self._agent_hold(event, now)
+        if isinstance(event, AgentsSignedIn):
+            self.agents_signed_in = event.count  # and the deadline is looked at below
+        if isinstance(event, CallerChose):
+            if self.state is not State.HOLDING:
+                return []  # an agent has the call (or is getting it): keys change nothing
+            return self._hang_up_and_leave(
+                event.reason, event.action, target=event.target, goodbye=event.goodbye
+            )
 
         if self.state is State.ON_HOLD:
             if not self.present_agents:  # every agent gone: an ordinary hold now
@@ -393,9 +452,15 @@ class CallLifecycle:
             # live while hold audio was being brought back).
             if self.live_agents:
                 return self._start_fade()
-            deadline = self.next_deadline()
-            if isinstance(event, Tick) and deadline is not None and now >= deadline:
-                return self._max_wait_expired()
+            limit = self._max_wait()[0]
+            if (
+                isinstance(event, Tick | AgentsSignedIn)
+                and limit > 0
+                and self.offered_at is None
+                and self.hold_started_at is not None
+                and now >= self.hold_started_at + limit
+            ):
+                return self._max_wait_expired(now)
             return []
 
         if self.state is State.HANDING_OFF:
@@ -471,14 +536,17 @@ class CallLifecycle:
         self.quiet_since = None if self.live_agents else now
         return [HandOver(agent)]
 
-    def _hang_up_and_leave(self, reason: str, action: str = "hangup") -> list[Action]:
+    def _hang_up_and_leave(
+        self, reason: str, action: str = "hangup", *, target: str = "", goodbye: str = ""
+    ) -> list[Action]:
         """End the call for the caller: transfer them (if that is the action
         and there is a target) or hang up, then leave."""
         self.state = State.DONE
         self.end_reason = reason
-        if action == "transfer" and self.policy.transfer_target:
-            return [Transfer(self.policy.transfer_target, reason), Leave(reason)]
-        return [HangUp(reason), Leave(reason)]
+        target = target or self.policy.transfer_target
+        if action == "transfer" and target:
+            return [Transfer(target, reason), Leave(reason)]
+        return [HangUp(reason, goodbye=goodbye), Leave(reason)]
 
     def _media_action(self) -> list[Action]:
         t = self.policy
@@ -487,12 +555,17 @@ class CallLifecycle:
 
     def _start_fade(self) -> list[Action]:
         self.state = State.HANDING_OFF
+        self.offered_at = None  # an agent has the caller: a later hold counts afresh
         self._fade_id += 1
         return [StartFade(self._fade_id, self.live_agents[0])]
 
-    def _max_wait_expired(self) -> list[Action]:
-        t = self.policy
-        return self._hang_up_and_leave(f"max wait of {t.max_wait:g} s reached", t.max_wait_action)
+    def _max_wait_expired(self, now: float) -> list[Action]:
+        limit, action, what = self._max_wait()
+        reason = f"{what} of {limit:g} s reached"
+        if action == "callback":
+            self.offered_at = now  # the music goes on; the caller's keypad decides
+            return [OfferCallback(reason)]
+        return self._hang_up_and_leave(reason, action, goodbye=NO_AGENTS_GOODBYE)
 
     def _end(self, reason: str, *, leave: bool = True) -> list[Action]:
         self.state = State.DONE

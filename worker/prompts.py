@@ -41,6 +41,7 @@ import soxr
 from .announce import PHRASE_KEYS, built_in_phrases, prompt_texts
 from .hold.audio import SAMPLE_RATE
 from .hold.dsp import Audio, normalise, rms_dbfs
+from .keypad import KEYPAD_PHRASE_KEYS, built_in_keypad_phrases, keypad_prompt_texts
 
 ESPEAK = "espeak-ng"
 # the project's announcement's voice settings (assets/make_announcement.sh)
@@ -208,7 +209,7 @@ class PromptLibrary:
         self.level_dbfs = level_dbfs
         self.espeak = espeak_path() if espeak == "auto" else espeak
         self._lock = threading.Lock()
-        self._sets: dict[tuple[str, str, tuple[tuple[str, str], ...]], PromptSet] = {}
+        self._sets: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], PromptSet] = {}
         self.rendered = 0  # espeak-ng runs by this library (tests: rendered once)
 
     def check_language(self, language: str) -> None:
@@ -229,20 +230,43 @@ class PromptLibrary:
     ) -> PromptSet:
         """Every prompt of `language` (the store's recordings first), rendering
         the missing ones once; PromptError says what cannot be had."""
-        key = (language.lower(), str(prompts_dir or ""), tuple(sorted(phrases.items())))
+        texts = prompt_texts({**(built_in_phrases(language) or {}), **phrases})
+        needed = [*PHRASE_KEYS, *(k for k in texts if k not in PHRASE_KEYS)]
+        return self._set("position", language, prompts_dir, phrases, texts, needed)
+
+    def keypad_set(
+        self, language: str, prompts_dir: Path | None, phrases: Mapping[str, str]
+    ) -> PromptSet:
+        """The keypad options' prompts (keypad.py): its phrases and the digits."""
+        texts = keypad_prompt_texts({**(built_in_keypad_phrases(language) or {}), **phrases})
+        needed = [*KEYPAD_PHRASE_KEYS, *(k for k in texts if k not in KEYPAD_PHRASE_KEYS)]
+        return self._set("keypad", language, prompts_dir, phrases, texts, needed)
+
+    def _set(
+        self,
+        kind: str,
+        language: str,
+        prompts_dir: Path | None,
+        phrases: Mapping[str, str],
+        texts: Mapping[str, str],
+        needed: Sequence[str],
+    ) -> PromptSet:
+        key = (kind, language.lower(), str(prompts_dir or ""), tuple(sorted(phrases.items())))
         with self._lock:
             got = self._sets.get(key)
             if got is None:
-                got = self._make(language, prompts_dir, phrases)
+                got = self._make(language, prompts_dir, texts, needed)
                 self._sets[key] = got
             return got
 
     def _make(
-        self, language: str, prompts_dir: Path | None, phrases: Mapping[str, str]
+        self,
+        language: str,
+        prompts_dir: Path | None,
+        texts: Mapping[str, str],
+        needed: Sequence[str],
     ) -> PromptSet:
         recorded = _recorded(prompts_dir)
-        texts = prompt_texts({**(built_in_phrases(language) or {}), **phrases})
-        needed = [*PHRASE_KEYS, *(k for k in texts if k not in PHRASE_KEYS)]
         audio: dict[str, Audio] = {}
         for k in needed:
             if k in recorded:

@@ -179,6 +179,25 @@ DESK_WAITS_KEY = "hold:waits:{store}"
 JSON `{"at", "wait_ms", "outcome"}`, `outcome` `taken` (from hold start to an
 agent's take; transferred calls are not counted again) or `abandoned` (the
 call ended before any agent took it)."""
+DESK_CALLBACKS_KEY = "hold:callbacks:{store}"
+"""A list per store, newest first, of its callers' callback requests (500,
+kept 7 days): JSON `{"id", "store", "cid", "caller"` (masked), `"number"`
+(the full number, only where the store's policy allows it: keypad
+`callback_full_number`, default `show_caller_number`), `"waited_ms"`, `"at"`
+(Redis server time, unix ms)`}`, written by the hold worker when a caller
+confirms a callback on the keypad."""
+DESK_CALLBACK_OUTBOX = "hold:callbacks:outbox"
+"""A list: the same requests, waiting for the desk to send them to their
+store's webhook (each popped by one desk replica)."""
+DESK_AGENTS_KEY = "hold:agents:{store}"
+"""A sorted set per store: agent id -> when the desk last saw them on its event
+stream (Redis time, unix ms). Agents seen within HOLD_DESK_SIGNED_IN_S count as
+signed in (the maximum wait without agents)."""
+DESK_EVENT_CALLBACKS = "callbacks"
+"""Server-Sent Event name on `GET /events`: data `{"store", "callbacks": [...]}`,
+a store's newest callback requests as `GET /stores/{store}/callbacks` returns
+them, sent (after `calls`) at the stream's start for a store that has any and
+whenever a new one arrives."""
 DESK_EVENT_CALLS = "calls"
 """Server-Sent Event name on `GET /events`: data `{"calls": [...]}`, the agent's
 stores' waiting calls as `GET /calls` returns them, sent whenever they change."""

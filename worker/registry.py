@@ -37,6 +37,9 @@ from .protocol import (
     DESK_ACTION_RESUME,
     DESK_ACTION_TAKE,
     DESK_ACTION_TRANSFER,
+    DESK_AGENTS_KEY,
+    DESK_CALLBACK_OUTBOX,
+    DESK_CALLBACKS_KEY,
     DESK_HISTORY_KEY,
     DESK_WAITS_KEY,
     GUARDIAN_OWNER_PREFIX,
@@ -330,6 +333,55 @@ WAITS_TTL_MS = 7 * 86_400_000
 DEFAULT_HISTORY_TTL_MS = 86_400_000  # HOLD_DESK_HISTORY_TTL_S
 
 
+CALLBACKS_KEPT = 500  # per store, the most recent callback requests
+CALLBACKS_TTL_MS = 7 * 86_400_000
+AGENTS_TTL_MS = 86_400_000
+
+# KEYS: the store's callbacks, the outbox; ARGV: the request (JSON without
+# `at`), kept, ttl ms. The request gets Redis server time as `at` (unix ms).
+_CALLBACK = (
+    _NOW
+    + """
+local entry = cjson.decode(ARGV[1])
+entry['at'] = now
+local text = cjson.encode(entry)
+redis.call('LPUSH', KEYS[1], text)
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('LPUSH', KEYS[2], text)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return now
+"""
+)
+
+# KEYS: the store's agents; ARGV: agent, ttl ms. Seen now (Redis time).
+_AGENT_SEEN = (
+    _NOW
+    + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return now
+"""
+)
+
+# KEYS: the store's agents; ARGV: within ms. How many were seen since then.
+_AGENTS_SEEN = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]) * 10)
+return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"""
+)
+
+
+def callbacks_key(store: str) -> str:
+    return DESK_CALLBACKS_KEY.format(store=store)
+
+
+def agents_key(store: str) -> str:
+    return DESK_AGENTS_KEY.format(store=store)
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -375,6 +427,9 @@ class Registry:
         self._control = client.register_script(_CONTROL)
         self._transfer = client.register_script(_TRANSFER)
         self._place = client.register_script(_PLACE)
+        self._callback = client.register_script(_CALLBACK)
+        self._agent_seen = client.register_script(_AGENT_SEEN)
+        self._agents_seen = client.register_script(_AGENTS_SEEN)
 
     async def write(
         self,
@@ -564,6 +619,36 @@ class Registry:
         the newest `limit` only, if given."""
         end = -1 if limit is None else max(0, limit - 1)
         return [json.loads(x) for x in await self.client.lrange(waits_key(store), 0, end)]
+
+    async def request_callback(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """Store a caller's callback request (`id`, `store`, `cid`, `caller`
+        masked, `number` where the store keeps it, `waited_ms`) in its store's
+        list, newest first, and in the outbox the desk's webhook sender reads;
+        returns it with `at` (Redis server time, unix ms)."""
+        at = await self._callback(
+            keys=[callbacks_key(str(entry["store"])), DESK_CALLBACK_OUTBOX],
+            args=[json.dumps(dict(entry)), CALLBACKS_KEPT, CALLBACKS_TTL_MS],
+        )
+        return {**entry, "at": int(at)}
+
+    async def callbacks(self, store: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The store's callback requests, newest first."""
+        raw = await self.client.lrange(callbacks_key(store), 0, max(0, limit - 1))
+        return [json.loads(x) for x in raw]
+
+    async def next_webhook(self, timeout_s: float) -> dict[str, Any] | None:
+        """The oldest callback request not yet handed to a webhook sender
+        (one replica gets each); None after `timeout_s`."""
+        got = await self.client.brpop([DESK_CALLBACK_OUTBOX], timeout=timeout_s)
+        return None if got is None else dict(json.loads(got[1]))
+
+    async def agent_seen(self, store: str, agent: str) -> None:
+        """The desk saw `agent` of `store` (on its event stream) just now."""
+        await self._agent_seen(keys=[agents_key(store)], args=[agent, AGENTS_TTL_MS])
+
+    async def agents_signed_in(self, store: str, within_ms: int) -> int:
+        """How many of the store's agents the desk saw in the last `within_ms`."""
+        return int(await self._agents_seen(keys=[agents_key(store)], args=[within_ms]))
 
     async def history(self, cid: str) -> list[dict[str, Any]]:
         """The desk's actions on a call, oldest first."""

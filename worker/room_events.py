@@ -85,6 +85,7 @@ class RoomEvents:
         on_caller: Callable[[rtc.RemoteParticipant], None],
         on_audio_published: Callable[[rtc.RemoteTrackPublication, rtc.RemoteParticipant], None]
         | None = None,
+        on_key: Callable[[str], None] | None = None,
     ) -> None:
         self.room = room
         self._agent_rule = agent_rule
@@ -92,6 +93,8 @@ class RoomEvents:
         self._emit = emit
         self._on_caller = on_caller
         self._on_audio_published = on_audio_published
+        self._on_key = on_key
+        self.stray_keys = 0  # DTMF from anyone but this call's caller (ignored)
         self.caller: str | None = None  # the caller's identity, once joined
         self.caller_masked = ""
         self.caller_number = ""  # the full number: for the registry only, never logged
@@ -117,6 +120,7 @@ class RoomEvents:
             ("track_unpublished", lambda _pub, p: self._check_agent(p)),
             ("disconnected", self._on_disconnected),
             ("data_received", self._on_data),
+            ("sip_dtmf_received", self._on_dtmf),
         ]
         for name, handler in handlers:
             self.room.on(name, handler)
@@ -165,6 +169,19 @@ class RoomEvents:
         agent = sender.identity if sender is not None else agent
         self.log.info(f"control {action} for {agent or 'an agent'}")
         self._emit(AgentHold(agent, hold=action == "hold"))
+
+    def _on_dtmf(self, dtmf: rtc.SipDTMF) -> None:
+        """A keypad digit as livekit-sip delivers it (RFC 2833 or SIP INFO):
+        only this call's caller's count; the digit itself is not logged here."""
+        sender = dtmf.participant.identity if dtmf.participant is not None else None
+        if self._on_key is None:
+            return
+        if sender is None or sender != self.caller:
+            self.stray_keys += 1
+            if self.stray_keys == 1:
+                self.log.info("keypad digit from someone other than the caller ignored")
+            return
+        self._on_key(str(dtmf.digit))
 
     def catch_up(self) -> None:
         """Participants already in the room when we connected (those who joined

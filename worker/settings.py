@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     desk_history_ttl_s: int = Field(86400, ge=60, le=90 * 86400)
     # a transfer to a named agent: only they may take the call for this long
     desk_offer_s: int = Field(30, ge=0, le=3600)
+    # an agent seen on the desk's event stream within this long counts as
+    # signed in to their stores (a store's max_wait_no_agents_s)
+    desk_signed_in_s: int = Field(60, ge=10, le=3600)
     # The agents' console the desk serves at / (the built console/: make setup).
     desk_console: Path = DEFAULT_CONSOLE
 

@@ -31,6 +31,13 @@ is one edit here plus a re-run of provision.
           many_callers_above: 10
           announce_wait: true
           prompts_dir: prompts/main  # recorded prompt files, relative to this file
+        max_wait_no_agents_s: 120 # with none of its agents signed in at the desk
+        no_agents_fallback: hangup  # or transfer, callback (fallback may be callback too)
+        keypad:                 # keypad options while holding (keypad.py); off by default
+          callback_key: "1"
+          confirm_key: "1"
+          operator_key: "0"     # to operator_target (default: transfer_target)
+          webhook: {url: https://backend/cb, secret_env: MAIN_CALLBACK_SECRET}
 
 Resolution order: the header attribute, then the dialled number, then the
 default. Pure: no livekit import; file checks only (decoding is the worker's).
@@ -48,6 +55,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .announce import MAX_SPOKEN_POSITION, PHRASE_KEYS, built_in_phrases
+from .keypad import KEYPAD_PHRASE_KEYS, KEYS, SPOKEN_KEYS, built_in_keypad_phrases
 
 # A whole string that is one E.164 number (validates the numbers of a store map).
 E164_NUMBER = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -107,6 +115,91 @@ class PositionAnnouncements(BaseModel):
         return v
 
 
+ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+
+
+class CallbackWebhook(BaseModel):
+    """Where a store's backend hears of callback requests (sent by the desk,
+    signed with HMAC-SHA256 of the body, retried with backoff)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1, max_length=500)
+    # the NAME of the environment variable holding the secret: never the
+    # secret itself in the store map
+    secret_env: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env(cls, v: str) -> str:
+        if not ENV_NAME.match(v):
+            raise ValueError(
+                f"{v!r}: the name of an environment variable, e.g. MAIN_WEBHOOK_SECRET"
+            )
+        return v
+
+
+class KeypadOptions(BaseModel):
+    """A store's keypad options while holding (keypad.py). Off unless a key
+    is set: a store without them keeps the music and nothing else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    callback_key: str | None = None  # e.g. "1": ask to be called back
+    confirm_key: str = "1"  # ... and confirm with this one (said in the prompt)
+    confirm_timeout_s: float = Field(8.0, ge=2.0, le=60.0)  # after the read-back
+    operator_key: str | None = None  # e.g. "0": transfer to the operator
+    operator_target: str = ""  # tel:/sip: URI; default: the store's transfer_target
+    # the full number in the callback request (registry, desk, webhook); default
+    # the store's show_caller_number. Never logged either way.
+    callback_full_number: bool | None = None
+    webhook: CallbackWebhook | None = None
+    # the prompts' texts, for a language without built-in ones (or to reword them)
+    phrases: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("callback_key", "operator_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None and v not in KEYS:
+            raise ValueError(f"{v!r} is not a key: one of 0-9, * or #")
+        return v
+
+    @field_validator("confirm_key")
+    @classmethod
+    def _confirm(cls, v: str) -> str:
+        if v not in SPOKEN_KEYS:
+            raise ValueError(f"{v!r}: a digit 0-9 (the prompt says it)")
+        return v
+
+    @field_validator("operator_target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        return transfer_uri(v)
+
+    @field_validator("phrases")
+    @classmethod
+    def _phrase_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, text in v.items():
+            if key not in KEYPAD_PHRASE_KEYS:
+                raise ValueError(
+                    f"{key!r} is not a keypad phrase; they are: {', '.join(KEYPAD_PHRASE_KEYS)}"
+                )
+            if not text.strip() or len(text) > 200:
+                raise ValueError(f"{key}: a phrase of 1 to 200 characters")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.callback_key is not None or self.operator_key is not None
+
+
 class Store(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -118,7 +211,13 @@ class Store(BaseModel):
     announcement_every_s: float = Field(30.0, ge=5.0, le=3600.0)
     announcement_first_s: float | None = Field(None, ge=0.0, le=3600.0)  # default: every_s
     max_wait_s: float | None = Field(None, ge=0.0, le=86400.0)  # None: HOLD_MAX_WAIT_S
-    fallback: Literal["hangup", "transfer"] | None = None  # None: HOLD_MAX_WAIT_ACTION
+    # callback: offer a callback (needs keypad.callback_key); hangup says the
+    # goodbye prompt first where the store has keypad prompts
+    fallback: Literal["hangup", "transfer", "callback"] | None = None  # None: HOLD_MAX_WAIT_ACTION
+    # With none of the store's agents signed in at the desk (seen on its event
+    # stream lately): this maximum wait instead, and its own action.
+    max_wait_no_agents_s: float | None = Field(None, ge=1.0, le=86400.0)
+    no_agents_fallback: Literal["hangup", "transfer", "callback"] = "hangup"
     transfer_target: str = ""
     # The desk shows this store's agents the caller's full number (a point-of-sale
     # system looks customers up by it); otherwise only the masked one. Never logged.
@@ -128,6 +227,7 @@ class Store(BaseModel):
     position_announcements: PositionAnnouncements = Field(
         default_factory=lambda: PositionAnnouncements.model_validate({})
     )
+    keypad: KeypadOptions = Field(default_factory=lambda: KeypadOptions.model_validate({}))
 
     @field_validator("language")
     @classmethod
@@ -153,6 +253,15 @@ class Store(BaseModel):
     def _transfer_needs_target(self) -> Store:
         if self.fallback == "transfer" and not self.transfer_target:
             raise ValueError("fallback: transfer needs transfer_target (a tel: or sip: URI)")
+        if self.max_wait_no_agents_s is not None:
+            if self.no_agents_fallback == "transfer" and not self.transfer_target:
+                raise ValueError("no_agents_fallback: transfer needs transfer_target")
+        for name, value in (
+            ("fallback", self.fallback),
+            ("no_agents_fallback", self.no_agents_fallback),
+        ):
+            if value == "callback" and self.keypad.callback_key is None:
+                raise ValueError(f"{name}: callback needs keypad.callback_key")
         pa = self.position_announcements
         if pa.enabled and pa.prompts_dir is None and built_in_phrases(self.language) is None:
             missing = [k for k in PHRASE_KEYS if k not in pa.phrases]
@@ -161,7 +270,29 @@ class Store(BaseModel):
                     f"position_announcements: no built-in phrases in {self.language!r}: give "
                     f"phrases ({', '.join(missing)}) or recorded prompts (prompts_dir)"
                 )
+        kp = self.keypad
+        if kp.callback_key is not None and kp.callback_key == kp.operator_key:
+            raise ValueError(f"keypad: callback_key and operator_key are both {kp.callback_key!r}")
+        if kp.operator_key is not None and not (kp.operator_target or self.transfer_target):
+            raise ValueError("keypad: operator_key needs operator_target (or transfer_target)")
+        if kp.enabled and built_in_keypad_phrases(self.language) is None:
+            missing = [k for k in KEYPAD_PHRASE_KEYS if k not in kp.phrases]
+            if missing and pa.prompts_dir is None:
+                raise ValueError(
+                    f"keypad: no built-in prompts in {self.language!r}: give phrases "
+                    f"({', '.join(missing)}) or recorded prompts "
+                    "(position_announcements.prompts_dir)"
+                )
         return self
+
+    @property
+    def operator_target(self) -> str:
+        return self.keypad.operator_target or self.transfer_target
+
+    @property
+    def callback_full_number(self) -> bool:
+        kp = self.keypad.callback_full_number
+        return self.show_caller_number if kp is None else kp
 
 
 class StoreMapModel(BaseModel):

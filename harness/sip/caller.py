@@ -11,7 +11,7 @@ CLI (run from the repository root)::
         [--hangup-after S] [--answer-timeout S] [--codec PCMU|PCMA] \\
         [--local-port 0] [--header X-Store-Id:store-7 ...] \\
         [--auth-user U --auth-password P] [--log-file pj.log] [--verbose] \\
-        [--rtp-port N] [--rtp-stop-after S] [--mute-after S]
+        [--rtp-port N] [--rtp-stop-after S] [--mute-after S] [--dtmf S:DIGITS ...]
 
 Exit codes: 0 answered, 3 not answered (refused, cancelled or no answer; the
 JSON is still written), 2 usage error, 1 internal error, 4 hard timeout.
@@ -49,6 +49,11 @@ Faults (times in seconds after the 200 OK, like ``--duration``):
   from then on.
 - ``--mute-after S``: keep sending RTP (every 20 ms) but with exact-zero
   samples: the WAV player stops transmitting into the call. Event ``muted``.
+
+Keypad (``--dtmf S:DIGITS``, repeatable, seconds after the 200 OK): the
+digits are sent as RFC 2833 telephone-events (pjsua2 ``Call.dialDtmf``, whose
+default method is RFC 2833) in the RTP stream, one after another as pjmedia
+paces them; ``result["dtmf"]`` lists each send (digits, wall, mono).
 
 For packets that are sent but never arrive, see tests/e2e/support/faults.py
 (``RtpBlock``, nftables).
@@ -170,7 +175,23 @@ class CallPlan:
     rtp_port: int = 0
     rtp_stop_after: float | None = None
     mute_after: float | None = None
+    dtmf: list[tuple[float, str]] = field(default_factory=list)
     stop: threading.Event | None = None
+
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def parse_dtmf(spec: str) -> tuple[float, str]:
+    """``"3.5:12#"`` -> (3.5, "12#"): digits to send at 3.5 s after the answer."""
+    at, sep, digits = spec.partition(":")
+    try:
+        t = float(at)
+    except ValueError:
+        t = -1.0
+    if not sep or t < 0 or not digits or any(d not in DTMF_DIGITS for d in digits.upper()):
+        raise ValueError(f"--dtmf {spec!r}: expected SECONDS:DIGITS, e.g. 3.5:1 (digits 0-9*#A-D)")
+    return t, digits.upper()
 
 
 @dataclass
@@ -240,6 +261,10 @@ class CallResult:
     local_hangup_cause: str | None = None
     remote_hangup_reason: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
+    dtmf: list[dict[str, Any]] = field(default_factory=list)  # each send: digits, wall, mono
+    # a REFER from the far end (a transfer): its target, and the new leg's
+    # events (transfer_requested, transfer_confirmed, transfer_disconnected in `events`)
+    transfer_to: str | None = None
     pid: int = field(default_factory=os.getpid)
     rtp_port: int | None = None  # local RTP port actually bound (from the media transport)
     local_sip_port: int | None = None
@@ -266,6 +291,23 @@ class CallResult:
         return out
 
 
+class _TransferLeg:
+    """The new leg a REFER made: only its state changes, into the result."""
+
+    def __init__(self, pj: Any, res: CallResult) -> None:
+        self.pj, self.res = pj, res
+
+    def callback_failed(self, name: str, exc: Exception) -> None:
+        self.res.errors.append(f"transfer leg {name}: {exc!r}")
+
+    def on_call_state(self, call: Any, _prm: Any) -> None:
+        state = call.getInfo().state
+        if state == self.pj.PJSIP_INV_STATE_CONFIRMED:
+            self.res.mark("transfer_confirmed")
+        elif state == self.pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.res.mark("transfer_disconnected")
+
+
 class OutgoingCall:
     """One call from INVITE to teardown: pjsua2's callbacks (through
     ua.call_class) and the poll loop's hangups and faults fill ``res``.
@@ -285,8 +327,21 @@ class OutgoingCall:
         self.call: Any = None
         self.recorder: Any = None
         self.player: Any = None
+        self.transfer_leg: Any = None  # the call a REFER made us place
 
     # ---- pjsua2 callbacks --------------------------------------------------
+
+    def on_call_transfer_request(self, _call: Any, prm: Any) -> None:
+        """A REFER (the far end transfers us): accepted, as a carrier does;
+        pjsua places the new call, whose states land in ``events``."""
+        self.res.transfer_to = str(prm.dstUri)
+        self.res.mark("transfer_requested")
+        self.transfer_leg = call_class(self.pj)(self.account, _TransferLeg(self.pj, self.res))
+        prm.newCall = self.transfer_leg
+
+    def on_call_transfer_status(self, _call: Any, prm: Any) -> None:
+        if int(prm.statusCode) // 100 == 2:
+            self.res.mark("transfer_succeeded")
 
     def callback_failed(self, name: str, exc: Exception) -> None:
         self.res.errors.append(f"{name}: {exc!r}")
@@ -482,6 +537,20 @@ class OutgoingCall:
             except Exception as exc:
                 res.errors.append(f"mute: {exc!r}")
 
+    def send_dtmf(self, at: float) -> None:
+        """Send the keypad digits that are due (RFC 2833, in the RTP stream)."""
+        plan, res = self.plan, self.res
+        if not res.answered or self.hangup_requested or self.media_idx is None:
+            return
+        since_answer = res.since("answered", at)
+        while len(res.dtmf) < len(plan.dtmf) and since_answer >= plan.dtmf[len(res.dtmf)][0]:
+            digits = plan.dtmf[len(res.dtmf)][1]
+            res.dtmf.append({"digits": digits, **now()})
+            try:
+                self.call.dialDtmf(digits)
+            except Exception as exc:
+                res.errors.append(f"dtmf {digits}: {exc!r}")
+
     def run_until_disconnected(self) -> None:
         plan, res = self.plan, self.res
         hard_deadline = (
@@ -495,6 +564,7 @@ class OutgoingCall:
             self.stack.poll(5)
             at = time.monotonic()
             self.apply_faults(at)
+            self.send_dtmf(at)
             if at >= next_sample:
                 self.sample_rtp(at)
                 next_sample = at + RTP_SAMPLE_S
@@ -516,12 +586,30 @@ class OutgoingCall:
         while time.monotonic() < end:
             self.stack.poll(5)
 
+    def end_transfer_leg(self) -> None:
+        """Hang up the call a REFER made (if any) and wait for its end: a call
+        still up at libDestroy brings the process down in pjsua's media teardown."""
+        leg = self.transfer_leg
+        if leg is None:
+            return
+        try:
+            if leg.isActive():
+                leg.hangup(self.pj.CallOpParam(True))
+        except Exception as exc:
+            self.res.errors.append(f"transfer leg hangup: {exc!r}")
+            return
+        end = time.monotonic() + HANGUP_WAIT_S
+        while "transfer_disconnected" not in self.res.events and time.monotonic() < end:
+            self.stack.poll(5)
+
     def release(self) -> None:
         """Media first (the WAV header is finalised), then call and account:
         each attribute held the last reference, so the C++ destructor runs here."""
+        self.end_transfer_leg()
         self.player = None
         self.recorder = None
         self.call = None
+        self.transfer_leg = None
         if self.account is not None:
             try:
                 self.account.shutdown()
@@ -560,6 +648,7 @@ def run_call(
     rtp_port: int = 0,
     rtp_stop_after: float | None = None,
     mute_after: float | None = None,
+    dtmf: Iterable[str | tuple[float, str]] = (),
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Place one call and return (and optionally write) the result dict.
@@ -592,6 +681,7 @@ def run_call(
         rtp_port=rtp_port,
         rtp_stop_after=rtp_stop_after,
         mute_after=mute_after,
+        dtmf=sorted(d if isinstance(d, tuple) else parse_dtmf(d) for d in dtmf),
         stop=stop,
     )
     if not _RUN_LOCK.acquire(blocking=False):
@@ -711,6 +801,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds after answer: keep sending RTP, but exact-zero samples",
     )
+    p.add_argument(
+        "--dtmf",
+        action="append",
+        default=[],
+        metavar="S:DIGITS",
+        help="seconds after answer: send these keypad digits (RFC 2833); repeatable",
+    )
     return p
 
 
@@ -736,6 +833,11 @@ def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     for h in a.headers:
         try:
             parse_header(h)
+        except ValueError as exc:
+            p.error(str(exc))
+    for d in a.dtmf:
+        try:
+            parse_dtmf(d)
         except ValueError as exc:
             p.error(str(exc))
 

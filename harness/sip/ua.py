@@ -298,4 +298,10 @@ def call_class(pj: Any) -> Any:
         def onStreamDestroyed(self, prm: Any) -> None:
             _forward(self, self.handler, "onStreamDestroyed", "on_stream_destroyed", prm)
 
+        def onCallTransferRequest(self, prm: Any) -> None:
+            _forward(self, self.handler, "onCallTransferRequest", "on_call_transfer_request", prm)
+
+        def onCallTransferStatus(self, prm: Any) -> None:
+            _forward(self, self.handler, "onCallTransferStatus", "on_call_transfer_status", prm)
+
     return ForwardingCall

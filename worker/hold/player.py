@@ -195,6 +195,15 @@ class HoldPlayer:
 
         await self._apply_now(change)
 
+    async def cut_once(self, fade_ms: int = 40) -> None:
+        """Cut what is being said once (a key pressed during a prompt)."""
+        fade = SAMPLE_RATE * fade_ms // 1000
+
+        def change() -> None:
+            self._program.cut_once(fade)
+
+        await self._apply_now(change)
+
     async def fade_out(self, fade_ms: int) -> None:
         """Fade to silence from now; returns once the silence has been played out."""
         await self._restart(0.0, fade_ms)

@@ -19,7 +19,7 @@ livekit import.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -117,6 +117,29 @@ class HoldProgram:
         shot = OneShot(samples, start, duck_gain, ramp)
         self._once = [*self._once, shot][-ONE_SHOTS_KEPT:]
         return shot
+
+    def cut_once(self, fade: int) -> int:
+        """Stop the one-shots being said or waiting at t (a caller's key cuts
+        a prompt): one under way fades out over `fade` samples from t and its
+        duck ramps back up after; one not yet begun is dropped. How many."""
+        kept: list[OneShot] = []
+        cut = 0
+        for o in self._once:
+            if o.end <= self.t:
+                kept.append(o)
+                continue
+            cut += 1
+            said = self.t - o.start
+            if said <= 0:
+                continue  # not begun: its duck (if it began) comes back within the ramp
+            n = min(int(o.samples.shape[0]), said + fade)
+            tail = np.array(o.samples[:n], dtype=np.float32)
+            k = n - said
+            if k > 0:
+                tail[said:] *= np.linspace(1.0, 0.0, k, dtype=np.float32)
+            kept.append(replace(o, samples=tail))
+        self._once = kept
+        return cut
 
     @property
     def music(self) -> Audio:
