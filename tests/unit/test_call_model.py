@@ -457,7 +457,11 @@ class CallModel(RuleBasedStateMachine):
         obeyed = via == "server" or a.recognised
         if settled and hold and not obeyed and before is not State.ON_HOLD:
             assert now_state is not State.ON_HOLD, "a control from a non-agent was obeyed"
-        if settled and hold and obeyed and before in HAS_CALL and not self.task.done():
+        # Refused means handled and not obeyed: a control still queued behind
+        # a slow action (a dead player's replacement retrying its publication)
+        # is not handled yet, and is judged when it is.
+        handled = self.session._events.empty()
+        if settled and hold and obeyed and before in HAS_CALL and not self.task.done() and handled:
             assert now_state is State.ON_HOLD, f"hold refused in {before}"
         if settled and hold and before in (State.WAITING, State.HOLDING):
             assert now_state is not State.ON_HOLD, f"hold accepted in {before}"
