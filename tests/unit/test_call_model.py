@@ -441,7 +441,12 @@ class CallModel(RuleBasedStateMachine):
         a = self.agents.get(name)
         if a is None or self.w is None or self.task.done():
             return
-        settled = self.session._events.empty()  # no room event still queued
+        # Judged only when the session is idle, waiting for its next event (a
+        # getter waits on the queue): while it is busy in an action (a dead
+        # player's replacement retrying its publication), events it emits
+        # when that ends (the caller and agents caught up) come before the
+        # control, and the state it is handled in is not `before`.
+        settled = self.session._events.empty() and bool(self.session._events._getters)
         before = self.session.lifecycle.state
         sender = None if via == "server" else a.p
         packet = SimpleNamespace(
