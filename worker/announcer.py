@@ -17,12 +17,11 @@ registry id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .aio import Log, stop_task
+from .aio import Log, stop_task, woken
 from .announce import AnnounceSchedule, what_to_say
 from .catalog import PositionPlan
 from .hold.dsp import Audio
@@ -109,8 +108,7 @@ class PositionAnnouncer:
             self._wake.clear()
             at = self.schedule.next_at if self.schedule is not None else None
             timeout = None if at is None else max(0.001, at - self.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await woken(self._wake, timeout)
             await self.announce_if_due(self.clock())
 
     async def announce_if_due(self, now: float) -> bool:
@@ -138,7 +136,8 @@ class PositionAnnouncer:
         plan = self._plan()
         if plan is None or not self._holding():
             return False
-        place = await asyncio.wait_for(self.registry.place_in_line(self.cid), READ_TIMEOUT_S)
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            place = await self.registry.place_in_line(self.cid)
         if place is None:
             return False  # not waiting for an agent (taken already, or not written yet)
         line, position = place
@@ -146,7 +145,8 @@ class PositionAnnouncer:
         wait: SpokenWait | None = None
         # above many_callers_above, "many callers are waiting" is all that is said
         if pa.announce_wait and position <= pa.many_callers_above:
-            entries = await asyncio.wait_for(self.registry.waits(line, WAITS_READ), READ_TIMEOUT_S)
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                entries = await self.registry.waits(line, WAITS_READ)
             now_ms = self.wall_ms()
             since = self._hold_since_ms()
             left = expected_wait_s(

@@ -275,7 +275,8 @@ class CallSession:
             timeout = None if deadline is None else max(0.001, deadline - self.clock())
             item: Event | _PlayerDied | _Key
             try:
-                item = await asyncio.wait_for(self._events.get(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see aio.py
+                    item = await self._events.get()
             except TimeoutError:
                 item = Tick()
             if isinstance(item, _PlayerDied):
@@ -552,7 +553,8 @@ class CallSession:
         if plan.full_number and self.people.caller_number:
             entry["number"] = self.people.caller_number  # never logged
         try:
-            await asyncio.wait_for(self.registry.request_callback(entry), REGISTRY_TIMEOUT_S)
+            async with asyncio.timeout(REGISTRY_TIMEOUT_S):
+                await self.registry.request_callback(entry)
         except Exception as e:
             self.log.error(f"keypad: the callback request could not be stored: {type(e).__name__}")
             return False
@@ -606,12 +608,10 @@ class CallSession:
         last: int | None = None
         while True:
             try:
-                n: int | None = await asyncio.wait_for(
-                    self.registry.agents_signed_in(
+                async with asyncio.timeout(REGISTRY_TIMEOUT_S):
+                    n: int | None = await self.registry.agents_signed_in(
                         self.plan.store_id, self.settings.desk_signed_in_s * 1000
-                    ),
-                    REGISTRY_TIMEOUT_S,
-                )
+                    )
             except Exception:
                 n = None  # not known: the ordinary maximum wait applies
             if n != last:

@@ -225,9 +225,8 @@ async def retry(
     for attempt in range(tries):
         left = policy.budget_s - (monotonic() - start)
         try:
-            return await asyncio.wait_for(
-                op(), timeout=max(0.001, min(policy.attempt_timeout_s, left))
-            )
+            async with asyncio.timeout(max(0.001, min(policy.attempt_timeout_s, left))):
+                return await op()
         except Exception as e:
             err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             if _final(e):

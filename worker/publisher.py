@@ -218,6 +218,7 @@ class CallPublisher:
                 await stop_task(task, self.log)
         self._task = None
         try:
-            await asyncio.wait_for(self._each(lambda s, v: s.ended(v)), FINAL_STATE_TIMEOUT_S)
+            async with asyncio.timeout(FINAL_STATE_TIMEOUT_S):
+                await self._each(lambda s, v: s.ended(v))
         except Exception as e:  # TimeoutError included
             self.log.warning(f"could not publish the final state: {type(e).__name__}")

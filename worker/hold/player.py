@@ -25,6 +25,7 @@ from typing import Protocol
 
 from livekit import rtc
 
+from ..aio import woken
 from .audio import SAMPLE_RATE, HoldAudio
 from .dsp import Audio, GainRamp, dbfs_to_amplitude, float_to_int16
 from .program import Announcement, HoldProgram
@@ -102,10 +103,9 @@ class HoldPlayer:
             queued = self._source.queued_duration
             if queued > low_water:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    # at least 5 ms: a wait that rounds to nothing in the
-                    # loop's clock would spin without the queue draining
-                    await asyncio.wait_for(self._wake.wait(), max(queued - low_water, 0.005))
+                # at least 5 ms: a wait that rounds to nothing in the loop's
+                # clock would spin without the queue draining
+                await woken(self._wake, max(queued - low_water, 0.005))
                 continue
             await self._push_chunk()
 

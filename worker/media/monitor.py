@@ -128,10 +128,11 @@ async def audio_levels(track: Any) -> AsyncIterator[np.ndarray]:
         # AudioStream.aclose() waits for the FFI's end-of-stream event, which
         # does not always come once the caller's track is gone ("Attempted to
         # drop unknown FFI handle"): in CI it held a call's teardown 35 s, its
-        # record and place in line with it. Bounded; on timeout wait_for
-        # cancels the wait (and the stream's own task with it).
+        # record and place in line with it. Bounded; on timeout the wait is
+        # cancelled (and the stream's own task with it).
         try:
-            await asyncio.wait_for(stream.aclose(), STREAM_CLOSE_S)
+            async with asyncio.timeout(STREAM_CLOSE_S):
+                await stream.aclose()
         except TimeoutError:
             logger.warning(f"the caller's audio stream did not close in {STREAM_CLOSE_S:g} s")
 
