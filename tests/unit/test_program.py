@@ -162,3 +162,30 @@ def test_one_shot_after_another_and_rewind_re_renders() -> None:
     whole = np.concatenate([p.read(7000) for _ in range(30)])
     p.rewind(50_000)
     assert np.array_equal(p.read(50_000), whole[-50_000:])
+
+
+def test_a_cut_during_the_duck_before_the_words_keeps_the_ramps() -> None:
+    """A key pressed while the music ducks for a prompt not yet begun (the
+    model test's click: the duck vanished and the music jumped from 0.56 to
+    full in one sample): nothing is said, the duck goes on down and comes
+    back along its ramps."""
+    level = 0.5
+    p = HoldProgram(np.full(RATE, level, dtype=np.float32))
+    p.read(RATE // 10)
+    p.play_once(np.full(RATE, 0.2, dtype=np.float32), duck_gain=DUCK, ramp=RAMP)
+    before = p.read(RAMP // 2)  # half-way down
+    assert p.cut_once(RATE * 40 // 1000) == 1
+    after = p.read(3 * RAMP)
+    env = np.concatenate([before, after]) / level
+    steepest = (1 - DUCK) * (np.pi / 2) / RAMP
+    assert float(np.max(np.abs(np.diff(env)))) < 1.1 * steepest
+    assert float(np.min(env)) > DUCK - 1e-3  # the words left out: the music alone
+    assert abs(float(env[-1]) - 1.0) < 1e-6  # back at full level
+
+
+def test_a_cut_before_the_duck_begins_leaves_the_music_alone() -> None:
+    p = HoldProgram(np.full(RATE, 0.5, dtype=np.float32))
+    p.read(RATE // 10)
+    p.play_once(np.full(RATE, 0.2, dtype=np.float32), duck_gain=DUCK, ramp=RAMP)
+    assert p.cut_once(RATE * 40 // 1000) == 1
+    assert np.all(p.read(2 * RAMP) == np.float32(0.5))

@@ -121,7 +121,10 @@ class HoldProgram:
     def cut_once(self, fade: int) -> int:
         """Stop the one-shots being said or waiting at t (a caller's key cuts
         a prompt): one under way fades out over `fade` samples from t and its
-        duck ramps back up after; one not yet begun is dropped. How many."""
+        duck ramps back up after; one not yet begun says nothing, and if its
+        duck has begun to ramp down, the duck goes on down and comes back
+        along its ramps (dropping it would put the music back up at once, a
+        click); one whose duck has not begun is dropped. How many."""
         kept: list[OneShot] = []
         cut = 0
         for o in self._once:
@@ -131,7 +134,9 @@ class HoldProgram:
             cut += 1
             said = self.t - o.start
             if said <= 0:
-                continue  # not begun: its duck (if it began) comes back within the ramp
+                if self.t > o.begin:  # the duck is ramping down: nothing said, ramps kept
+                    kept.append(replace(o, samples=o.samples[:0]))
+                continue
             n = min(int(o.samples.shape[0]), said + fade)
             tail = np.array(o.samples[:n], dtype=np.float32)
             k = n - said
