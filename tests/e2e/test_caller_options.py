@@ -188,12 +188,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def prompts_8k(cache: Path) -> dict[str, np.ndarray]:
-    """The store's prompts as the worker made them (the same cached files,
-    rendered by nobody here: the worker rendered them at start), at 8 kHz."""
+def prompts_8k(cache: Path, which: str = "position") -> dict[str, np.ndarray]:
+    """The store's position (or keypad) prompts as the worker made them (the
+    same cached files, rendered by nobody here: the worker rendered them at
+    start), at 8 kHz."""
     lib = PromptLibrary(cache, level_dbfs=-20.0)
-    ps = lib.prompt_set("en", None, {})
-    assert lib.rendered == 0, "the worker's cache should already hold every prompt"
+    make = lib.prompt_set if which == "position" else lib.keypad_set
+    ps = make("en", None, {})
+    assert lib.rendered == 0, f"the worker's cache should already hold every {which} prompt"
     return {
         k: np.asarray(soxr.resample(v, 48_000, 8_000), dtype=np.float32)
         for k, v in ps.audio.items()
@@ -221,8 +223,22 @@ def heard_positions(
 
 
 async def dial(
-    s: OptionsStack, lkapi, work: Path, number: str, duration: float, tag: str
+    s: OptionsStack,
+    lkapi: Any,
+    work: Path,
+    number: str,
+    duration: float,
+    tag: str,
+    *dtmf: str,
+    to: str = NUMBER,
+    log: Path | None = None,
 ) -> PlacedCall:
+    """A pjsua2 caller to the store's number `to`, sending `dtmf` ("S:DIGITS":
+    RFC 2833 digits S seconds after the answer); `log`: pjsua's log with the
+    SIP messages."""
+    extra = tuple(x for d in dtmf for x in ("--dtmf", d))
+    if log is not None:
+        extra += ("--log-file", str(log))
     return await place_call(
         s.lk_env,
         lkapi,
@@ -230,8 +246,9 @@ async def dial(
         number,
         freqs=[697.0],
         duration=duration,
-        target=target(s.lk_env, NUMBER),
+        target=target(s.lk_env, to),
         tag=tag,
+        extra=extra,
     )
 
 
@@ -324,17 +341,6 @@ def test_unknown_language_stops_the_worker_with_one_line(tmp_path: Path) -> None
 # ---- keypad options (issue 18 part 2) ---------------------------------------------
 
 
-def keypad_8k(cache: Path) -> dict[str, np.ndarray]:
-    """The keypad prompts as the worker rendered them (same cache), at 8 kHz."""
-    lib = PromptLibrary(cache, level_dbfs=-20.0)
-    ps = lib.keypad_set("en", None, {})
-    assert lib.rendered == 0, "the worker's cache should already hold every keypad prompt"
-    return {
-        k: np.asarray(soxr.resample(v, 48_000, 8_000), dtype=np.float32)
-        for k, v in ps.audio.items()
-    }
-
-
 def said(audio: CallerAudio, prompts: dict[str, np.ndarray], key: str) -> list[float]:
     """Wall times at which the prompt `key` starts in the caller's recording."""
     rec = notch(audio.rec, audio.rate, [HOLD_HZ, 2 * HOLD_HZ])
@@ -395,32 +401,6 @@ def keys_caller(i: int) -> str:
     return f"+1555{int(RUN, 16) % 10_000:04d}{270 + i:03d}"
 
 
-async def dial_keys(
-    s: OptionsStack,
-    lkapi: Any,
-    work: Path,
-    number: str,
-    duration: float,
-    tag: str,
-    *dtmf: str,
-    log: Path | None = None,
-) -> PlacedCall:
-    extra = tuple(x for d in dtmf for x in ("--dtmf", d))
-    if log is not None:  # pjsua's log with the SIP messages
-        extra += ("--log-file", str(log))
-    return await place_call(
-        s.lk_env,
-        lkapi,
-        work,
-        number,
-        freqs=[697.0],
-        duration=duration,
-        target=target(s.lk_env, KEYS_NUMBER),
-        tag=tag,
-        extra=extra,
-    )
-
-
 def sent_at(audio: CallerAudio) -> list[tuple[str, float]]:
     return [(d["digits"], float(d["wall"])) for d in audio.result.get("dtmf", [])]
 
@@ -428,14 +408,14 @@ def sent_at(audio: CallerAudio) -> list[tuple[str, float]]:
 async def test_callback_request_stored_streamed_webhooked_and_the_call_ends(
     options, lkapi, work_dir, http
 ):
-    prompts = keypad_8k(options.cache)
+    prompts = prompts_8k(options.cache, "keypad")
     number = keys_caller(0)
     feed = CallbacksFeed(http, options.run.url, options.token("cleo", KEYS))
     t_hooks = len(options.webhook.got)
     try:
         await asyncio.sleep(0.5)
         # 1 at 5 s; the read-back takes about 7 s; the confirmation after it
-        c = await dial_keys(options, lkapi, work_dir, number, 40.0, "cb", "5:1", "14:1")
+        c = await dial(options, lkapi, work_dir, number, 40.0, "cb", "5:1", "14:1", to=KEYS_NUMBER)
         audio = await c.done(60.0)
         deadline = time.monotonic() + 10.0
         while (feed.first_with(c.cid) is None or len(options.webhook.got) == t_hooks) and (
@@ -501,9 +481,10 @@ async def test_operator_key_transfers_to_an_answerer(options, lkapi, work_dir):
         line = (await asyncio.wait_for(ans.stdout.readline(), 15.0)).decode()
         assert line.startswith("READY"), line
         number = keys_caller(1)
-        c = await dial_keys(
-            options, lkapi, work_dir, number, 25.0, "op", "4:0", log=work_dir / "op-pj.log"
-        )
+        c = await dial(
+            options, lkapi, work_dir, number, 25.0, "op", "4:0",
+            to=KEYS_NUMBER, log=work_dir / "op-pj.log",
+        )  # fmt: skip
         audio = await c.done(60.0)
         await asyncio.wait_for(ans.wait(), 30.0)
     finally:
@@ -542,14 +523,15 @@ async def test_operator_key_transfers_to_an_answerer(options, lkapi, work_dir):
 async def test_stray_keys_a_burst_and_a_key_during_a_prompt_change_nothing_else(
     options, lkapi, work_dir
 ):
-    prompts = keypad_8k(options.cache)
+    prompts = prompts_8k(options.cache, "keypad")
     t_hooks = len(options.webhook.got)
     # A: a stray key, a burst of unknown keys, then 1 (read-back) and 5 during it;
     # B: holds without a key
-    a = await dial_keys(
-        options, lkapi, work_dir, keys_caller(2), 20.0, "stray-a", "3:7", "5:9#*5#", "8:1", "11:5"
-    )
-    b = await dial_keys(options, lkapi, work_dir, keys_caller(3), 20.0, "stray-b")
+    a = await dial(
+        options, lkapi, work_dir, keys_caller(2), 20.0, "stray-a", "3:7", "5:9#*5#", "8:1", "11:5",
+        to=KEYS_NUMBER,
+    )  # fmt: skip
+    b = await dial(options, lkapi, work_dir, keys_caller(3), 20.0, "stray-b", to=KEYS_NUMBER)
     heard_a, heard_b = await a.done(60.0), await b.done(60.0)
     from tests.e2e.test_registry_recovery import redis_url as _url
     from worker.registry import Registry, connect

@@ -290,6 +290,52 @@ class FakeMonitor:
         self.on_verdict(Verdict(inbound, outbound, "test"), None, LevelWindow())
 
 
+class FakeRegistry:
+    """What a CallSession (RegistrySink, keypad, position announcer, the
+    agents' sign-ins) and the announcer use of registry.Registry. `fail`:
+    Redis down for the reads and the callback request."""
+
+    def __init__(
+        self,
+        *,
+        place: tuple[str, int] | None = None,
+        entries: list[dict[str, Any]] | None = None,
+        signed_in: int | None = None,
+    ) -> None:
+        self.place = place  # the call's line and place in it
+        self.entries = entries or []  # the store's recent waits
+        self.signed_in = signed_in  # the store's agents the desk saw lately
+        self.callbacks: list[dict[str, Any]] = []
+        self.fail = False
+        self.reads = 0
+
+    async def write(self, *_a: Any, **_kw: Any) -> bool:
+        return True
+
+    async def end(self, *_a: Any, **_kw: Any) -> bool:
+        return True
+
+    async def place_in_line(self, _cid: str) -> tuple[str, int] | None:
+        self.reads += 1
+        if self.fail:
+            raise ConnectionError("redis down")
+        return self.place
+
+    async def waits(self, *_a: Any) -> list[dict[str, Any]]:
+        return self.entries
+
+    async def agents_signed_in(self, _store: str, _within_ms: int) -> int | None:
+        if self.fail:
+            raise ConnectionError("redis down")
+        return self.signed_in
+
+    async def request_callback(self, entry: dict[str, Any]) -> dict[str, Any]:
+        if self.fail:
+            raise ConnectionError("redis down")
+        self.callbacks.append(dict(entry))
+        return {**entry, "at": 1}
+
+
 class FakeCatalog:
     def __init__(self, plan: CallPlan) -> None:
         self.plan = plan

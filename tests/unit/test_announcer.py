@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.unit.fakeroom import FakeRegistry
 from worker.announce import CALLER_NUMBER, MANY_CALLERS, MINUTES, PHRASE_KEYS, WAIT_ABOUT
 from worker.announcer import PositionAnnouncer
 from worker.catalog import PositionPlan
@@ -28,31 +29,22 @@ def prompts() -> PromptSet:
     return PromptSet("en", audio, frozenset())
 
 
-class FakeRegistry:
-    def __init__(self) -> None:
-        self.place: tuple[str, int] | None = ("main", 3)
-        self.entries: list[dict[str, Any]] = [
+def registry() -> FakeRegistry:
+    """Third in line; three calls taken lately, after 150, 180 and 210 s."""
+    return FakeRegistry(
+        place=("main", 3),
+        entries=[
             {"at": NOW_MS - 60_000, "wait_ms": w, "outcome": "taken"}
             for w in (150_000, 180_000, 210_000)
-        ]
-        self.fail = False
-        self.reads = 0
-
-    async def place_in_line(self, cid: str) -> tuple[str, int] | None:
-        self.reads += 1
-        if self.fail:
-            raise ConnectionError("redis down")
-        return self.place
-
-    async def waits(self, store: str, limit: int | None = None) -> list[dict[str, Any]]:
-        return self.entries
+        ],
+    )
 
 
 class Call:
     def __init__(self, **settings: Any) -> None:
         self.t = 0.0
         self.holding = True
-        self.registry = FakeRegistry()
+        self.registry = registry()
         self.said: list[np.ndarray] = []
         pa = PositionAnnouncements.model_validate(
             {"enabled": True, "first_after_s": 20, "every_s": 60, "min_gap_s": 30, **settings}

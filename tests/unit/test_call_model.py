@@ -9,7 +9,12 @@ fail or are slow; store resolution is slow or fails; media verdicts arrive;
 the hold player dies; an agent puts the caller on hold and resumes, by a
 control message from the server or from the agent; the registry says another
 worker took the call over; the job is cancelled (the drain timeout); the room
-connection is lost; time passes). Virtual time (looptime) runs the worker's
+connection is lost; time passes; with a store's caller options on (issue 18),
+the caller presses keys (a callback read back and confirmed, the operator,
+stray and unknown keys, bursts; an agent's keys too), the desk's count of
+signed-in agents changes or the registry fails, a maximum wait without
+agents offers a callback, hangs up with a goodbye or transfers, and the
+caller's position is announced over the ducked music). Virtual time (looptime) runs the worker's
 own timers and the fake audio source plays its queue at 48 kHz of that time,
 so every sample the caller would hear is recorded (tests/unit/fakeroom.py).
 
@@ -18,6 +23,9 @@ After every step of time these must hold for the heard audio:
   level within the fade time (plus a publication's delay) of that becoming
   true; after a handoff, with a muted agent still present, within the quiet
   time (HOLD_AGENT_QUIET_S);
+  while a prompt may be playing (a position, a read-back, an offer, a
+  goodbye: silent prompts here, so what is measured is the music's envelope)
+  the music may be ducked, never lower than the duck;
 - an agent's audio live: hold audio silent from the end of the fade on
   (from a resume's fade, after an agent's hold);
 - on an agent's hold: hold audio at full level within the fade (plus a
@@ -27,6 +35,7 @@ After every step of time these must hold for the heard audio:
 - no step between consecutive samples larger than a fade's steepest one (no
   click), through fades, resumes, re-publications and store switches;
 - at most one media monitor and one store resolution at a time;
+- keys from anyone but the caller change nothing;
 - the call ends only with the caller gone, hung up or transferred, or taken
   over by another worker, or given up (cancelled, room lost) with the call
   marked orphaned for a guardian; a normal end is never orphaned; after it
@@ -37,6 +46,7 @@ After every step of time these must hold for the heard audio:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -53,13 +63,19 @@ from hypothesis.stateful import (
 )
 from livekit import rtc
 
-from tests.unit.fakeroom import FakeParticipant, FakePublication, World, caller
+from tests.unit.fakeroom import FakeParticipant, FakePublication, FakeRegistry, World, caller
+from worker.announce import PHRASE_KEYS, number_key, spoken_numbers
+from worker.catalog import KeypadPlan, PositionPlan
 from worker.hold.audio import SAMPLE_RATE
+from worker.hold.dsp import dbfs_to_amplitude
+from worker.keypad import KEYPAD_PHRASE_KEYS, digit_key
 from worker.lifecycle import CallPolicy, State
 from worker.media.detector import Inbound
+from worker.prompts import PromptSet
 from worker.protocol import CONTROL_TOPIC
 from worker.publisher import CallView
 from worker.settings import Settings
+from worker.stores import KeypadOptions, PositionAnnouncements
 
 FADE_MS = 400
 FADE_S = FADE_MS / 1000
@@ -73,6 +89,21 @@ EXAMPLES = int(os.environ.get("CALL_MODEL_EXAMPLES", "2000"))
 # fade (400 ms) and a chunk (500 ms) need events this close together.
 AFTER = st.sampled_from([0.0, 0.0, 0.05, 0.15, 0.3])
 HAS_CALL = (State.HANDING_OFF, State.SETTLING, State.MONITORING)
+OPERATOR = "tel:+15550199"
+PROMPT_S = 0.5  # every prompt's length (silent: the music's envelope is what is heard)
+DUCK = dbfs_to_amplitude(Settings(_env_file=None).announcement_duck_db)  # type: ignore[call-arg]
+DUCK_RAMP_S = 0.3  # HoldPlayer.play_once's ramp down and back up
+
+
+def silent_prompts() -> PromptSet:
+    keys = [
+        *KEYPAD_PHRASE_KEYS,
+        *(digit_key(d) for d in "0123456789"),
+        *PHRASE_KEYS,
+        *(number_key(n) for n in spoken_numbers()),
+    ]
+    silence = np.zeros(int(PROMPT_S * SAMPLE_RATE), dtype=np.float32)
+    return PromptSet("en", dict.fromkeys(keys, silence), frozenset())
 
 
 class FinalView:
@@ -146,6 +177,9 @@ class CallModel(RuleBasedStateMachine):
         max_wait=st.sampled_from([0.0, 0.0, 8.0]),
         max_wait_action=st.sampled_from(["hangup", "transfer"]),
         early_caller=st.sampled_from(["no", "before_connect", "during_publish", "after_start"]),
+        options=st.sampled_from(["none", "none", "keypad", "keypad", "announce", "all"]),
+        no_agents_action=st.sampled_from(["hangup", "transfer", "callback", "callback"]),
+        signed_in=st.sampled_from([None, 0, 0, 0, 2]),
     )
     def start(
         self,
@@ -160,6 +194,9 @@ class CallModel(RuleBasedStateMachine):
         max_wait: float,
         max_wait_action: str,
         early_caller: str,
+        options: str,
+        no_agents_action: str,
+        signed_in: int | None,
     ) -> None:
         policy = CallPolicy(
             caller_join_timeout=60.0,
@@ -171,8 +208,35 @@ class CallModel(RuleBasedStateMachine):
             max_wait=max_wait,
             max_wait_action=max_wait_action,  # type: ignore[arg-type]
             transfer_target="tel:+15550111",
+            # a store with caller options: the maximum wait without agents too
+            max_wait_no_agents=6.0 if options != "none" else 0.0,
+            no_agents_action=no_agents_action,  # type: ignore[arg-type]
         )
         self.w = w = World(policy=policy)
+        # issue 18's caller options: the registry (the place in line, the
+        # callback requests, the agents signed in) and the store's keypad and
+        # position announcements, their prompts silent
+        self.registry: FakeRegistry | None = None
+        if options != "none":
+            self.registry = FakeRegistry(place=("main", 2), signed_in=signed_in)
+            prompts = silent_prompts()
+            keypad = KeypadOptions.model_validate(
+                {"callback_key": "1", "operator_key": "0", "confirm_timeout_s": 4.0}
+            )
+            position = PositionAnnouncements.model_validate(
+                {"enabled": True, "first_after_s": 1.0, "every_s": 10.0, "min_gap_s": 5.0}
+            )
+            w.plan = dataclasses.replace(
+                w.plan,
+                store_id="main",
+                keypad=KeypadPlan(keypad, OPERATOR, True, prompts)
+                if options in ("keypad", "all")
+                else None,
+                position=PositionPlan(position, prompts)
+                if options in ("announce", "all")
+                else None,
+            )
+        self.prompt_windows: list[tuple[float, float]] = []  # when a prompt may be heard
         w.publish_delay = publish_delay
         w.publish_failures = publish_failures
         self.failures_injected = publish_failures > 0
@@ -206,8 +270,12 @@ class CallModel(RuleBasedStateMachine):
         self.caller_at_end: str | None = None  # the caller's state when the call ended
         self.record = FinalView()
         self.session = w.session(
-            self.settings, is_draining=lambda: self.draining, sinks=[self.record]
+            self.settings,
+            is_draining=lambda: self.draining,
+            sinks=[self.record],
+            registry=self.registry,
         )
+        self._watch_prompts()
         # before the session binds its own: sees who leaves at that very moment
         w.room.on("participant_disconnected", self._disconnected)
         self.task = w.loop.create_task(self.session.run())
@@ -515,6 +583,90 @@ class CallModel(RuleBasedStateMachine):
                 self.w.room.close(rtc.DisconnectReason.CONNECTION_TIMEOUT)
         self._step_done(0.05)
 
+    # ---- the caller's options (issue 18) -----------------------------------------
+
+    def _watch_prompts(self) -> None:
+        """Note when each prompt the session says may be heard: from now (or
+        the end of the ones before it) through its duck's ramps."""
+        say = self.session._say
+
+        async def said(samples: np.ndarray) -> None:
+            start = max(self.now, self.prompt_windows[-1][1] if self.prompt_windows else 0.0)
+            seconds = samples.shape[0] / SAMPLE_RATE + 2 * DUCK_RAMP_S + SLACK_S
+            self.prompt_windows.append((self.now, start + seconds))
+            self._note(f"prompt of {samples.shape[0] / SAMPLE_RATE:.1f} s")
+            await say(samples)
+
+        self.session._say = said  # type: ignore[method-assign]
+        if self.session.announcer is not None:  # it was handed the session's _say
+            self.session.announcer._say = said
+
+    @precondition(lambda self: self.registry is not None)
+    @rule(
+        digits=st.sampled_from(["1", "1", "0", "5", "#", "11", "15", "1#0"]),
+        who=st.sampled_from(["caller", "caller", "caller", "agent"]),
+        after=AFTER,
+    )
+    def keys_pressed(self, digits: str, who: str, after: float) -> None:
+        """RFC 2833 digits as LiveKit delivers them (sip_dtmf_received)."""
+        assert self.w is not None
+        if who == "caller":
+            if self.caller_state != "present":
+                return
+            sender = self.caller_p
+        else:
+            present = [
+                a.p for a in self.agents.values() if a.p.identity in self.w.room.remote_participants
+            ]
+            if not present:
+                return
+            sender = present[0]
+        before = self._options_state()
+        self._note(f"{who} presses {digits}")
+        for d in digits:
+            self.w.room.emit("sip_dtmf_received", rtc.SipDTMF(code=0, digit=d, participant=sender))
+        self.w.run_for(0.01)
+        if who != "caller":
+            assert self._options_state() == before, "an agent's keys changed the caller's options"
+        self._step_done(after)
+
+    @precondition(lambda self: self.registry is not None and self.caller_state == "present")
+    @rule(
+        choice=st.sampled_from(["confirm", "cancel", "no answer", "operator"]),
+        wait=st.sampled_from([0.2, 1.5, 3.0]),
+    )
+    def caller_uses_the_keypad(self, choice: str, wait: float) -> None:
+        """A whole keypad choice: the callback key, then (after `wait`, into
+        the read-back or after it) the confirm key, another key, or nothing;
+        or the operator key."""
+        assert self.w is not None
+        first = "0" if choice == "operator" else "1"
+        self.keys_pressed(first, "caller", wait)
+        if choice == "confirm":
+            self.keys_pressed("1", "caller", 0.3)
+        elif choice == "cancel":
+            self.keys_pressed("5", "caller", 0.3)
+        elif choice == "no answer":
+            self._advance(6.0)
+
+    def _options_state(self) -> tuple[object, ...]:
+        assert self.w is not None and self.registry is not None
+        kp = self.session.keypad
+        return (
+            None if kp is None else kp.state,
+            len(self.registry.callbacks),
+            len(self.w.ctx.transfers),
+            tuple(self.w.ctx.api.room.removed),
+        )
+
+    @precondition(lambda self: self.registry is not None)
+    @rule(signed_in=st.sampled_from([None, 0, 2]), down=st.sampled_from([False, False, True]))
+    def desk_changes(self, signed_in: int | None, down: bool) -> None:
+        """The store's agents signing in or out at the desk, or Redis failing."""
+        assert self.registry is not None
+        self.registry.signed_in, self.registry.fail = signed_in, down
+        self._note(f"signed in: {signed_in}{', registry down' if down else ''}")
+
     # ---- the worker's surroundings ---------------------------------------------
 
     @rule(inbound=st.sampled_from([Inbound.OK, Inbound.MISSING, Inbound.SILENT]), after=AFTER)
@@ -623,10 +775,17 @@ class CallModel(RuleBasedStateMachine):
                 # replaced and faded in
                 start = max(start, self.since.player_failed_at + 0.5 + allowance)
             if start < t1:
-                seg = self.w.gains(max(start, t0), t1)
-                if seg.size and float(seg.min()) < 0.98:
-                    where = max(start, t0) + float(np.argmin(seg)) / SAMPLE_RATE
-                    self._fail(f"caller without an agent hears gain {seg.min():.3f} at {where:.3f}")
+                a = max(start, t0)
+                seg = self.w.gains(a, t1)
+                floor = np.full(seg.shape, 0.98, dtype=np.float32)
+                for p0, p1 in self.prompt_windows:  # a prompt over the ducked music
+                    i0, i1 = (max(0, round((x - a) * SAMPLE_RATE)) for x in (p0, p1))
+                    floor[i0:i1] = 0.98 * DUCK
+                low = seg < floor
+                if seg.size and bool(low.any()):
+                    i = int(np.argmax(low))
+                    where = a + i / SAMPLE_RATE
+                    self._fail(f"caller without an agent hears gain {seg[i]:.3f} at {where:.3f}")
         if self.first_sound is not None and self.since.player_failed_at is None:
             a = max(t0 - 1 / SAMPLE_RATE, self.first_sound)
             if a < t1:

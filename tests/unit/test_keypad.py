@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from livekit import rtc
 
-from tests.unit.fakeroom import LEVEL, FakeParticipant, World, caller
+from tests.unit.fakeroom import LEVEL, FakeParticipant, FakeRegistry, World, caller
 from worker.catalog import KeypadPlan
 from worker.hold.audio import SAMPLE_RATE
 from worker.hold.dsp import dbfs_to_amplitude
@@ -146,32 +146,6 @@ def prompts() -> PromptSet:
     keys = [*KEYPAD_PHRASE_KEYS, *(digit_key(d) for d in "0123456789")]
     audio = {k: np.full(int(PROMPT_S * SAMPLE_RATE), PROMPT, dtype=np.float32) for k in keys}
     return PromptSet("en", audio, frozenset())
-
-
-class FakeRegistry:
-    """What CallSession's RegistrySink and keypad use of registry.Registry."""
-
-    def __init__(self) -> None:
-        self.callbacks: list[dict[str, Any]] = []
-        self.fail = False
-
-    async def write(self, *_a: Any, **_kw: Any) -> bool:
-        return True
-
-    async def end(self, *_a: Any, **_kw: Any) -> bool:
-        return True
-
-    async def place_in_line(self, _cid: str) -> None:
-        return None
-
-    async def waits(self, *_a: Any) -> list[dict[str, Any]]:
-        return []
-
-    async def request_callback(self, entry: dict[str, Any]) -> dict[str, Any]:
-        if self.fail:
-            raise ConnectionError("redis down")
-        self.callbacks.append(dict(entry))
-        return {**entry, "at": 1}
 
 
 def settings() -> Settings:

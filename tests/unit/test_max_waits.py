@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.unit.fakeroom import World, caller
-from tests.unit.test_keypad import OPERATOR, FakeRegistry, press, prompts, settings
+from tests.unit.fakeroom import FakeRegistry, World, caller
+from tests.unit.test_keypad import OPERATOR, press, prompts, settings
 from worker.catalog import KeypadPlan
 from worker.keypad import NO_AGENTS_GOODBYE
 from worker.lifecycle import (
@@ -103,15 +103,6 @@ def test_operator_choice_transfers_to_its_own_target() -> None:
 # ---- a whole call ------------------------------------------------------------------
 
 
-class SignIns(FakeRegistry):
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-
-    async def agents_signed_in(self, _store: str, _within_ms: int) -> int:
-        return self.n
-
-
 @pytest.fixture
 def world() -> Iterator[World]:
     w = World(policy=CallPolicy(caller_join_timeout=60.0))
@@ -119,7 +110,17 @@ def world() -> Iterator[World]:
     w.close()
 
 
-def run_call(w: World, reg: SignIns, policy: CallPolicy) -> object:
+def no_agents_policy(action: str) -> CallPolicy:
+    """10 minutes with agents signed in, 20 s without any."""
+    return CallPolicy(
+        caller_join_timeout=60.0,
+        max_wait=600.0,
+        max_wait_no_agents=20.0,
+        no_agents_action=action,  # type: ignore[arg-type]
+    )
+
+
+def run_call(w: World, reg: FakeRegistry, policy: CallPolicy) -> object:
     kp = KeypadOptions.model_validate({"callback_key": "1", "confirm_timeout_s": 4.0})
     w.plan = dataclasses.replace(
         w.plan, store_id="main", policy=policy, keypad=KeypadPlan(kp, "", True, prompts())
@@ -131,14 +132,8 @@ def run_call(w: World, reg: SignIns, policy: CallPolicy) -> object:
 
 
 def test_nobody_signed_in_offer_declined_goodbye_then_hang_up(world: World) -> None:
-    policy = CallPolicy(
-        caller_join_timeout=60.0,
-        max_wait=600.0,
-        max_wait_no_agents=20.0,
-        no_agents_action="callback",
-    )
-    reg = SignIns(0)
-    _sess, task = run_call(world, reg, policy)
+    reg = FakeRegistry(signed_in=0)
+    _sess, task = run_call(world, reg, no_agents_policy("callback"))
     c = caller()
     world.room.join(c)
     world.run_for(19.0)
@@ -151,14 +146,8 @@ def test_nobody_signed_in_offer_declined_goodbye_then_hang_up(world: World) -> N
 
 
 def test_nobody_signed_in_offer_accepted_stores_the_callback(world: World) -> None:
-    policy = CallPolicy(
-        caller_join_timeout=60.0,
-        max_wait=600.0,
-        max_wait_no_agents=20.0,
-        no_agents_action="callback",
-    )
-    reg = SignIns(0)
-    _sess, task = run_call(world, reg, policy)
+    reg = FakeRegistry(signed_in=0)
+    _sess, task = run_call(world, reg, no_agents_policy("callback"))
     c = caller()
     world.room.join(c)
     world.run_for(23.0)
@@ -169,10 +158,7 @@ def test_nobody_signed_in_offer_accepted_stores_the_callback(world: World) -> No
 
 
 def test_agents_signed_in_keep_the_caller_waiting(world: World) -> None:
-    policy = CallPolicy(
-        caller_join_timeout=60.0, max_wait=600.0, max_wait_no_agents=20.0, no_agents_action="hangup"
-    )
-    _sess, task = run_call(world, SignIns(3), policy)
+    _sess, task = run_call(world, FakeRegistry(signed_in=3), no_agents_policy("hangup"))
     world.room.join(caller())
     world.run_for(60.0)
     assert not task.done() and world.ctx.api.room.removed == []
