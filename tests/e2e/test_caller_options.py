@@ -499,7 +499,7 @@ async def test_operator_key_transfers_to_an_answerer(options, lkapi, work_dir):
     came_from = calls[0]["headers"].get("From", "?") if calls else "-"
     print(
         f"\noperator: key 0 at +{t_key - t_ans:.1f} s; the answerer's INVITE "
-        f"{inv - t_key:.2f} s later (From {came_from}); "
+        f"{inv - t_key:.2f} s later (From {mask_text(came_from)}); "
         f"the caller's leg to the store ended by {audio.result.get('hangup_by')} at "
         f"+{audio.ended_at - t_ans:.1f} s; answerer calls: {len(calls)}, "
         f"errors {got.get('errors')}; "
