@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .media.detector import Thresholds
 from .protocol import MEDIA_TOPIC
 from .roles import AgentRule
-from .stores import transfer_uri
+from .stores import TransferUri
 
 ENV_PREFIX = "HOLD_"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     caller_join_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     max_wait_s: float = Field(0.0, ge=0.0, le=86400.0)
     max_wait_action: Literal["hangup", "transfer"] = "hangup"
-    transfer_target: str = ""
+    transfer_target: TransferUri = ""
     agent_identity_prefix: str = "agent-"
     agent_role_attribute: str = "role=agent"
     executor: Literal["thread", "process"] = "thread"
@@ -163,11 +163,6 @@ class Settings(BaseSettings):
         if v % 10:
             raise ValueError("must be a multiple of 10 ms (WebRTC audio runs in 10 ms frames)")
         return v
-
-    @field_validator("transfer_target")
-    @classmethod
-    def _transfer_uri(cls, v: str) -> str:
-        return transfer_uri(v)
 
     @field_validator("agent_role_attribute")
     @classmethod

@@ -49,10 +49,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .announce import MAX_SPOKEN_POSITION, PHRASE_KEYS, built_in_phrases
 from .keypad import KEYPAD_PHRASE_KEYS, KEYS, SPOKEN_KEYS, built_in_keypad_phrases
@@ -75,6 +83,11 @@ def transfer_uri(v: str) -> str:
     if (v and not v.startswith(("tel:", "sip:"))) or v in ("tel:", "sip:"):
         raise ValueError("must be a tel: or sip: URI, e.g. tel:+15550100 or sip:desk@pbx")
     return v
+
+
+# A field holding a SIP REFER target (the settings' and a store's transfer
+# target, a store's operator): checked by transfer_uri wherever it is declared.
+TransferUri = Annotated[str, AfterValidator(transfer_uri)]
 
 
 class StoreMapError(Exception):
@@ -156,7 +169,7 @@ class KeypadOptions(BaseModel):
     confirm_key: str = "1"  # ... and confirm with this one (said in the prompt)
     confirm_timeout_s: float = Field(8.0, ge=2.0, le=60.0)  # after the read-back
     operator_key: str | None = None  # e.g. "0": transfer to the operator
-    operator_target: str = ""  # tel:/sip: URI; default: the store's transfer_target
+    operator_target: TransferUri = ""  # default: the store's transfer_target
     # the full number in the callback request (registry, desk, webhook); default
     # the store's show_caller_number. Never logged either way.
     callback_full_number: bool | None = None
@@ -177,11 +190,6 @@ class KeypadOptions(BaseModel):
         if v not in SPOKEN_KEYS:
             raise ValueError(f"{v!r}: a digit 0-9 (the prompt says it)")
         return v
-
-    @field_validator("operator_target")
-    @classmethod
-    def _target(cls, v: str) -> str:
-        return transfer_uri(v)
 
     @field_validator("phrases")
     @classmethod
@@ -218,7 +226,7 @@ class Store(BaseModel):
     # stream lately): this maximum wait instead, and its own action.
     max_wait_no_agents_s: float | None = Field(None, ge=1.0, le=86400.0)
     no_agents_fallback: Literal["hangup", "transfer", "callback"] = "hangup"
-    transfer_target: str = ""
+    transfer_target: TransferUri = ""
     # The desk shows this store's agents the caller's full number (a point-of-sale
     # system looks customers up by it); otherwise only the masked one. Never logged.
     show_caller_number: bool = False
@@ -243,11 +251,6 @@ class Store(BaseModel):
             if not E164_NUMBER.match(n):
                 raise ValueError(f"{n!r} is not an E.164 number such as +15550100")
         return v
-
-    @field_validator("transfer_target")
-    @classmethod
-    def _uri(cls, v: str) -> str:
-        return transfer_uri(v)
 
     @model_validator(mode="after")
     def _transfer_needs_target(self) -> Store:

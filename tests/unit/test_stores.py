@@ -70,6 +70,10 @@ def test_good_map_and_resolution(store_dir: Path) -> None:
         (("hold_audio: main.flac", "hold_audio: gone.flac"), "stores.main.hold_audio: file not"),
         (("fallback: transfer", "fallback: later"), "stores.downtown.fallback: Input should be"),
         (("tel:+15550111", "''"), "stores.downtown: fallback: transfer needs"),
+        (
+            ("tel:+15550111", "'+15550111'"),
+            "stores.downtown.transfer_target: must be a tel: or sip:",
+        ),
         (("announcement_every_s: 20", "announcement_every_s: 1"), "announcement_every_s: Input"),
         (("    name: Downtown\n", ""), "stores.downtown.name: Field required"),
         (("    name: Downtown\n", "    name: Downtown\n    colour: red\n"), "downtown.colour"),
@@ -169,6 +173,10 @@ def test_position_announcements_settings(store_dir: Path) -> None:
         (
             "    position_announcements: {enabeld: true}\n",
             "stores.downtown.position_announcements.enabeld: Extra inputs are not permitted",
+        ),
+        (
+            "    keypad: {operator_key: '0', operator_target: desk}\n",
+            "stores.downtown.keypad.operator_target: must be a tel: or sip: URI",
         ),
     ],
 )
