@@ -42,8 +42,8 @@ def main(argv: list[str]) -> None:
     cmd = argv[1] if len(argv) > 1 else ""
     # livekit-agents watches every job's event loop for blocking: a watchdog
     # thread and a heartbeat, each waking every 20-50 ms per call, whatever
-    # the threshold. On a held call that is a sixth of the worker's CPU
-    # (BENCHMARKS.md), so it is off unless set (e.g. 500 to be warned of a
+    # the threshold. On a held call that is a measurable share of the
+    # worker's CPU (BENCHMARKS.md), so it is off unless set (e.g. 500 to be warned of a
     # loop blocked for half a second; hold audio tolerates that much, the
     # queue holds one to two chunks).
     os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "0")

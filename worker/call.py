@@ -133,6 +133,8 @@ class _Key:
 
 REGISTRY_TIMEOUT_S = 2.0  # a callback request not stored by then is given up (music again)
 AGENTS_POLL_S = 5.0  # how often a store with a maximum wait without agents asks who is in
+# after a keypad prompt's last sample: the duck's ramp back up and the path to the caller
+PROMPT_TAIL_S = 0.6
 
 
 class CallSession:
@@ -208,8 +210,7 @@ class CallSession:
                 self.record.cid,
                 plan=lambda: self.plan.position if self._store_known else None,
                 holding=lambda: (
-                    self.lifecycle.state is State.HOLDING
-                    and self.hold.playing
+                    self._holding_for_agent()
                     and (self.keypad is None or self.keypad.state == "idle")
                 ),
                 hold_since_ms=lambda: self._hold_since_ms,
@@ -267,9 +268,9 @@ class CallSession:
 
     async def _run_lifecycle(self) -> None:
         while self.lifecycle.state is not State.DONE:
-            deadline = self.lifecycle.next_deadline()
-            if self.keypad is not None and self.keypad.deadline is not None:
-                deadline = min(deadline or self.keypad.deadline, self.keypad.deadline)
+            keys_due = self.keypad.deadline if self.keypad is not None else None
+            due = (self.lifecycle.next_deadline(), keys_due)
+            deadline = min((d for d in due if d is not None), default=None)
             # at least 1 ms: a wait shorter than the clock's resolution could
             # wake a hair before the deadline, over and over, without time passing
             timeout = None if deadline is None else max(0.001, deadline - self.clock())
@@ -504,8 +505,18 @@ class CallSession:
         """A digit from this call's caller (room_events.py drops anyone else's)."""
         if self.keypad is None:
             return  # the store offers no keypad options: today's behaviour
-        active = self.lifecycle.state is State.HOLDING and self.hold.playing
-        await self._keypad_action(self.keypad.key(digit, self.clock(), active=active))
+        await self._keypad_action(
+            self.keypad.key(digit, self.clock(), active=self._holding_for_agent())
+        )
+
+    def _holding_for_agent(self) -> bool:
+        """The caller waits for an agent and hears the music: keys and
+        position announcements mean something only now."""
+        return self.lifecycle.state is State.HOLDING and self.hold.playing
+
+    def _goodbye(self, reason: str) -> None:
+        """End the call with the maximum wait's goodbye (the lifecycle hangs up)."""
+        self._events.put_nowait(CallerChose("hangup", reason, goodbye=NO_AGENTS_GOODBYE))
 
     async def _keypad_action(self, action: KeyAction | None) -> None:
         if action is None or self.keypad is None:
@@ -517,8 +528,7 @@ class CallSession:
         elif isinstance(action, Cancelled):
             self.log.info(f"keypad: callback cancelled ({action.why})")
             if self.lifecycle.offered_at is not None:  # the maximum wait's offer, declined
-                reason = "no callback after the maximum wait's offer"
-                self._events.put_nowait(CallerChose("hangup", reason, goodbye=NO_AGENTS_GOODBYE))
+                self._goodbye("no callback after the maximum wait's offer")
             elif self.announcer is not None:
                 self.announcer.update(self.clock())
         elif isinstance(action, CallbackConfirmed):
@@ -527,7 +537,7 @@ class CallSession:
                     CallerChose("hangup", "callback requested", goodbye=CALLBACK_DONE)
                 )
             else:
-                self.keypad.state = "idle"  # not stored: the caller keeps waiting
+                self.keypad.not_stored()  # the caller keeps waiting
         elif isinstance(action, ToOperator):
             self.log.info(
                 "keypad: the caller asks for the operator", extra={"target": action.target}
@@ -569,7 +579,7 @@ class CallSession:
         confirm; no number (withheld) or no keypad prompts: the goodbye."""
         kp = self.keypad
         if kp is None or not kp.callback_possible():
-            self._events.put_nowait(CallerChose("hangup", reason, goodbye=NO_AGENTS_GOODBYE))
+            self._goodbye(reason)
             return
         self.log.info(f"{reason}: offering a callback")
         read = kp.start_confirming(self.clock())
@@ -588,7 +598,7 @@ class CallSession:
         samples = plan.prompts.compose(sentences)
         await self._say(samples)
         if self.keypad is not None:
-            self.keypad.prompt_ends(self.clock() + samples.shape[0] / SAMPLE_RATE + 0.6)
+            self.keypad.prompt_ends(self.clock() + samples.shape[0] / SAMPLE_RATE + PROMPT_TAIL_S)
 
     async def _say_and_wait(self, key: str) -> None:
         """Say one keypad prompt (a goodbye) and wait until it has been heard;
@@ -599,7 +609,7 @@ class CallSession:
         samples = plan.prompts.audio[key]
         await self._cut_prompt()
         await self._say(samples)
-        await asyncio.sleep(samples.shape[0] / SAMPLE_RATE + 0.6)  # the duck's ramps and the path
+        await asyncio.sleep(samples.shape[0] / SAMPLE_RATE + PROMPT_TAIL_S)
 
     async def _watch_agents(self) -> None:
         """Who of the store's agents is signed in (the desk saw them lately):

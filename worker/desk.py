@@ -376,11 +376,13 @@ class Desk:
         request changed: at the stream's start for a store that has any."""
         out = []
         for store in sorted(agent.stores):
-            got = await self.registry.callbacks(store, CALLBACKS_SHOWN)
-            top = str(got[0].get("id", "")) if got else ""
+            # every poll reads only the newest request; the list when it changed
+            first = await self.registry.callbacks(store, 1)
+            top = str(first[0].get("id", "")) if first else ""
             if newest.get(store, "") == top:
                 continue
             newest[store] = top
+            got = await self.registry.callbacks(store, CALLBACKS_SHOWN)
             body = json.dumps({"store": store, "callbacks": [_callback_json(c) for c in got]})
             out.append(f"event: {DESK_EVENT_CALLBACKS}\ndata: {body}\n\n")
         return out

@@ -7,9 +7,9 @@ a filter that drops only audio and video stream frames, and its listener then
 ignores the room events of other rooms. Under the thread executor every call
 is a job with its own event loop, so each call's statistics reads, hold-audio
 pushes and room events wake the event loop of every other call in the
-process: the work grows with the square of the calls held (BENCHMARKS.md:
-the worker's Python threads cost 0.74 % of a core per call at N = 20 against
-0.13 % for a bare livekit.rtc process holding the same rooms in one loop).
+process: the work grows with the square of the calls held (the measured
+cost, against a bare livekit.rtc process holding the same rooms in one
+loop: BENCHMARKS.md).
 
 `narrow(room)` swaps the room's filter for one that also drops what no room
 listens to: the room events of other rooms, and the completions of audio

@@ -171,6 +171,11 @@ class KeypadMenu:
         self.deadline = now + self.confirm_timeout_s
         return ReadBack(read_back(self.caller_number, self.confirm_key))
 
+    def not_stored(self) -> None:
+        """The confirmed callback could not be stored: back to the music, and
+        the keys work again."""
+        self.state, self.deadline = "idle", None
+
     def prompt_ends(self, at: float) -> None:
         """The read-back ends at `at`: the time to answer counts from then."""
         if self.state == "confirming":

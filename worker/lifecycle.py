@@ -319,10 +319,9 @@ class CallLifecycle:
         if self.state is State.WAITING:
             return self.started_at + self.policy.caller_join_timeout
         deadlines = []
-        limit, _action, _what = self._max_wait()
-        if self.state is State.HOLDING and limit > 0 and self.offered_at is None:
-            assert self.hold_started_at is not None
-            deadlines.append(self.hold_started_at + limit)
+        max_wait_at = self._max_wait_at()
+        if max_wait_at is not None:
+            deadlines.append(max_wait_at)
         if self._media_action_armed():
             assert self.media_bad_since is not None
             deadlines.append(self.media_bad_since + self.policy.media_action_after)
@@ -343,6 +342,15 @@ class CallLifecycle:
         if self.agents_signed_in == 0 and p.max_wait_no_agents > 0:
             return p.max_wait_no_agents, p.no_agents_action, "max wait without agents"
         return p.max_wait, p.max_wait_action, "max wait"
+
+    def _max_wait_at(self) -> float | None:
+        """When the maximum wait that applies now runs out: only while holding
+        for an agent, once per hold (not again after its callback offer)."""
+        limit = self._max_wait()[0]
+        if self.state is not State.HOLDING or limit <= 0 or self.offered_at is not None:
+            return None
+        assert self.hold_started_at is not None
+        return self.hold_started_at + limit
 
     def _media_action_armed(self) -> bool:
         return (
@@ -452,14 +460,8 @@ class CallLifecycle:
             # live while hold audio was being brought back).
             if self.live_agents:
                 return self._start_fade()
-            limit = self._max_wait()[0]
-            if (
-                isinstance(event, Tick | AgentsSignedIn)
-                and limit > 0
-                and self.offered_at is None
-                and self.hold_started_at is not None
-                and now >= self.hold_started_at + limit
-            ):
+            due = self._max_wait_at()
+            if isinstance(event, Tick | AgentsSignedIn) and due is not None and now >= due:
                 return self._max_wait_expired(now)
             return []
 
