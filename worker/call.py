@@ -137,6 +137,11 @@ AGENTS_POLL_S = 5.0  # how often a store with a maximum wait without agents asks
 PROMPT_TAIL_S = 0.6
 
 
+def _goodbye(reason: str) -> CallerChose:
+    """The end of a maximum wait's callback offer not taken: the goodbye, then hang up."""
+    return CallerChose("hangup", reason, goodbye=NO_AGENTS_GOODBYE)
+
+
 class CallSession:
     def __init__(
         self,
@@ -514,9 +519,13 @@ class CallSession:
         position announcements mean something only now."""
         return self.lifecycle.state is State.HOLDING and self.hold.playing
 
-    def _goodbye(self, reason: str) -> None:
-        """End the call with the maximum wait's goodbye (the lifecycle hangs up)."""
-        self._events.put_nowait(CallerChose("hangup", reason, goodbye=NO_AGENTS_GOODBYE))
+    async def _choose(self, choice: CallerChose) -> None:
+        """What the caller chose with a key is carried out at once, before the
+        events queued since: an agent answering while the callback request
+        was being stored must not leave a stored request and a call that goes
+        on (the lifecycle drops a choice once an agent has the call)."""
+        for action in self.lifecycle.handle(choice, self.clock()):
+            await self._do(action)
 
     async def _keypad_action(self, action: KeyAction | None) -> None:
         if action is None or self.keypad is None:
@@ -528,12 +537,12 @@ class CallSession:
         elif isinstance(action, Cancelled):
             self.log.info(f"keypad: callback cancelled ({action.why})")
             if self.lifecycle.offered_at is not None:  # the maximum wait's offer, declined
-                self._goodbye("no callback after the maximum wait's offer")
+                await self._choose(_goodbye("no callback after the maximum wait's offer"))
             elif self.announcer is not None:
                 self.announcer.update(self.clock())
         elif isinstance(action, CallbackConfirmed):
             if await self._request_callback():
-                self._events.put_nowait(
+                await self._choose(
                     CallerChose("hangup", "callback requested", goodbye=CALLBACK_DONE)
                 )
             else:
@@ -542,7 +551,7 @@ class CallSession:
             self.log.info(
                 "keypad: the caller asks for the operator", extra={"target": action.target}
             )
-            self._events.put_nowait(
+            await self._choose(
                 CallerChose("transfer", "caller asked for the operator", target=action.target)
             )
 
@@ -579,7 +588,8 @@ class CallSession:
         confirm; no number (withheld) or no keypad prompts: the goodbye."""
         kp = self.keypad
         if kp is None or not kp.callback_possible():
-            self._goodbye(reason)
+            # inside the lifecycle's action: queued, handled next
+            self._events.put_nowait(_goodbye(reason))
             return
         self.log.info(f"{reason}: offering a callback")
         read = kp.start_confirming(self.clock())

@@ -308,6 +308,7 @@ class FakeRegistry:
         self.callbacks: list[dict[str, Any]] = []
         self.fail = False
         self.reads = 0
+        self.store_s = 0.0  # how long storing a callback request takes
 
     async def write(self, *_a: Any, **_kw: Any) -> bool:
         return True
@@ -330,6 +331,8 @@ class FakeRegistry:
         return self.signed_in
 
     async def request_callback(self, entry: dict[str, Any]) -> dict[str, Any]:
+        if self.store_s:
+            await asyncio.sleep(self.store_s)
         if self.fail:
             raise ConnectionError("redis down")
         self.callbacks.append(dict(entry))

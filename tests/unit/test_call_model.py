@@ -660,12 +660,20 @@ class CallModel(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: self.registry is not None)
-    @rule(signed_in=st.sampled_from([None, 0, 2]), down=st.sampled_from([False, False, True]))
-    def desk_changes(self, signed_in: int | None, down: bool) -> None:
-        """The store's agents signing in or out at the desk, or Redis failing."""
+    @rule(
+        signed_in=st.sampled_from([None, 0, 2]),
+        down=st.sampled_from([False, False, True]),
+        store_s=st.sampled_from([0.0, 0.0, 0.4]),
+    )
+    def desk_changes(self, signed_in: int | None, down: bool, store_s: float) -> None:
+        """The store's agents signing in or out at the desk, Redis failing, or
+        slow to store a callback request."""
         assert self.registry is not None
         self.registry.signed_in, self.registry.fail = signed_in, down
-        self._note(f"signed in: {signed_in}{', registry down' if down else ''}")
+        self.registry.store_s = store_s
+        self._note(
+            f"signed in: {signed_in}{', registry down' if down else ''}, storing {store_s:g} s"
+        )
 
     # ---- the worker's surroundings ---------------------------------------------
 
@@ -844,6 +852,12 @@ class CallModel(RuleBasedStateMachine):
                 f"(the worker's room events now: {sorted(self.session.people.agents_left)})"
             )
         assert final.end_reason == self.session.lifecycle.end_reason
+        # a stored callback request is the end of the call (the caller was told
+        # so), unless the worker lost the call meanwhile
+        if self.registry is not None and self.registry.callbacks:
+            lost = self.taken_over or self.given_up is not None
+            if final.end_reason != "callback requested" and not lost:
+                self._fail(f"a callback stored, yet the call ended {final.end_reason!r}")
         # Orphaned (a guardian looks at once): required when the worker gave
         # the call up with the caller there; forbidden on a normal end, a
         # takeover, or when the worker knew the caller had left; either is

@@ -303,6 +303,28 @@ def test_callback_not_stored_keeps_the_caller_waiting(world: World) -> None:
     assert sess.keypad.state == "idle"
 
 
+def test_an_agent_answering_while_the_callback_is_stored_does_not_keep_the_call(
+    world: World,
+) -> None:
+    """The caller's confirmation decides: the request stored, the call ends
+    with the goodbye, even though an agent spoke while the registry wrote it
+    (the agent's events were handled first and the caller's choice was
+    dropped: a stored callback for a caller the agent was talking to)."""
+    _sess, task, reg, c = start(world)
+    reg.store_s = 0.5
+    press(world, "1", c)
+    world.run_for(0.5)
+    press(world, "1", c)
+    world.run_for(0.1)  # storing
+    agent = FakeParticipant("agent-1", attributes={"role": "agent"})
+    world.room.join(agent)
+    world.room.publish(agent, False)
+    world.run_for(10.0)
+    assert len(reg.callbacks) == 1
+    assert task.done() and task.result() == "callback requested"
+    assert world.ctx.api.room.removed == [c.identity]
+
+
 def test_keys_while_an_agent_has_the_call_change_nothing(world: World) -> None:
     sess, task, _reg, c = start(world)
     agent = FakeParticipant("agent-1", attributes={"role": "agent"})
