@@ -481,6 +481,8 @@ async def test_operator_key_transfers_to_an_answerer(options, lkapi, work_dir):
         line = (await asyncio.wait_for(ans.stdout.readline(), 15.0)).decode()
         assert line.startswith("READY"), line
         number = keys_caller(1)
+        sip_log = REPO / ".devstack" / "run" / "livekit-sip.log"
+        sip_from = sip_log.stat().st_size
         c = await dial(
             options, lkapi, work_dir, number, 25.0, "op", "4:0",
             to=KEYS_NUMBER, log=work_dir / "op-pj.log",
@@ -507,14 +509,30 @@ async def test_operator_key_transfers_to_an_answerer(options, lkapi, work_dir):
         f"{sorted(k for k in audio.result['events'] if k.startswith('transfer'))}"
     )
     assert "sip:operator@127.0.0.1" in audio.result.get("transfer_to", "")
-    said_worker = [
-        r.get("message", "")
-        for r in options.run.worker.log_lines()
-        if r.get("room") == mask_text(c.room)
-    ]
+    records = [r for r in options.run.worker.log_lines() if r.get("room") == mask_text(c.room)]
+    said_worker = [r.get("message", "") for r in records]
     print(f"worker: {[m for m in said_worker if 'transfer' in m or 'operator' in m]}")
     assert any("transferring the caller: caller asked for the operator" in m for m in said_worker)
-    assert not any("transfer failed" in m for m in said_worker)  # LiveKit said the REFER worked
+    failed = [m for m in said_worker if "transfer failed" in m]
+    if failed:
+        # livekit-sip v1.8.0 (the newest the module proxy here serves) can handle
+        # the REFER's first NOTIFY, which pjsua sends right behind its 202, before
+        # the 202, and then ends the REFER's wait with "transaction failed to
+        # complete (0 intermediate responses)" though the transfer goes on to
+        # its NOTIFY 200 (RELIABILITY.md). Accepted only when its log shows both.
+        call_ids = {str(r["sip.callID"]) for r in records if r.get("sip.callID")}
+        with sip_log.open("rb") as f:
+            f.seek(sip_from)
+            sip_lines = f.read().decode(errors="replace").splitlines()
+        refer_200 = [
+            ln
+            for ln in sip_lines
+            if any(f'"callID": "{i}"' in ln for i in call_ids)
+            and '"method": "REFER", "status": 200' in ln
+        ]
+        print(f"livekit-sip reported the transfer failed; its REFER NOTIFY 200s: {len(refer_200)}")
+        assert all("transaction failed to complete (0 intermediate responses)" in m for m in failed)
+        assert refer_200, "LiveKit said the REFER failed, and no NOTIFY 200 came for it"
     assert len(calls) == 1 and "answer_sent" in calls[0]["events"]
     assert inv - t_key <= 5.0
     assert audio.result["hangup_by"] == "remote" and audio.ended_at - t_key <= 10.0

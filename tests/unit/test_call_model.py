@@ -65,6 +65,7 @@ from livekit import rtc
 
 from tests.unit.fakeroom import FakeParticipant, FakePublication, FakeRegistry, World, caller
 from worker.announce import PHRASE_KEYS, number_key, spoken_numbers
+from worker.call import PROMPT_TAIL_S
 from worker.catalog import KeypadPlan, PositionPlan
 from worker.hold.audio import SAMPLE_RATE
 from worker.hold.dsp import dbfs_to_amplitude
@@ -752,6 +753,11 @@ class CallModel(RuleBasedStateMachine):
             # publication is done)
             begun = max(self.since.live, self.since.caller, self.since.resumed_at or 0.0)
             start = begun + FADE_S + SLACK_S + publish_wait
+            if self.session.lifecycle.state is State.DONE and self.prompt_windows:
+                # the end is decided (a callback confirmed, a maximum wait) and
+                # its goodbye is said over the music: the caller is hung up once
+                # it has been heard, whoever starts talking meanwhile
+                start = max(start, self.prompt_windows[-1][1] + PROMPT_TAIL_S + SLACK_S)
             if start < t1:
                 seg = self.w.gains(max(start, t0), t1)
                 if seg.size and float(seg.max()) > 0.002:
@@ -927,6 +933,82 @@ class CallModel(RuleBasedStateMachine):
 
 async def _call(fn: object, *args: object) -> None:
     fn(*args)  # type: ignore[operator]
+
+
+def test_an_agent_talking_while_a_confirmed_callback_says_goodbye() -> None:
+    """A history CI's fixed examples drew (clean clone of 35f0e1c): the caller
+    confirms a callback at 18.98 s and an agent goes live 10 ms later. The
+    end is decided and the goodbye is said over the music, then the caller is
+    hung up; the model expected silence under the agent 1 s after, while the
+    goodbye was still due (the model, not the worker, was wrong)."""
+    state = CallModel()
+    state.start(
+        max_wait_action="transfer",
+        resolve_fails=False,
+        settle=0.5,
+        no_agents_action="hangup",
+        options="all",
+        media_action="none",
+        leave=False,
+        max_wait=0.0,
+        publish_delay=0.0,
+        publish_failures=0,
+        signed_in=0,
+        early_caller="after_start",
+        quiet=5.0,
+        resolve_delay=0.0,
+    )
+    state.resources()
+    state.agent_holds(after=0.05, hold=True, name="agent-1", via="agent")
+    state.resources()
+    state.player_dies()
+    state.resources()
+    state.player_dies()
+    state.resources()
+    state.agent_joins(after=0.15, name="web-3", publish="muted")
+    state.resources()
+    state.agent_leaves(after=0.0, name="agent-1")
+    state.resources()
+    state.agent_leaves(after=0.15, name="agent-1")
+    state.resources()
+    state.agent_blips(after=0.0, live_for=0.05, name="web-3", then="none")
+    state.resources()
+    state.agent_joins(after=0.0, name="web-3", publish="none")
+    state.resources()
+    state.agent_takes_call(name="agent-1", talk_for=8.0)
+    state.resources()
+    state.keys_pressed(after=0.15, digits="11", who="caller")
+    state.resources()
+    state.agent_leaves(after=0.05, name="agent-1")
+    state.resources()
+    state.player_dies()
+    state.resources()
+    state.agent_takes_call(name="agent-1", talk_for=8.0)
+    state.resources()
+    state.agent_joins(after=0.3, name="agent-1", publish="none")
+    state.resources()
+    state.agent_takes_call(name="agent-1", talk_for=1.0)
+    state.resources()
+    state.agent_joins(after=0.0, name="web-3", publish="live")
+    state.resources()
+    state.agent_takes_call(name="agent-1", talk_for=1.0)
+    state.resources()
+    state.player_dies()
+    state.resources()
+    state.agent_joins(after=0.0, name="web-3", publish="none")
+    state.resources()
+    state.player_dies()
+    state.resources()
+    state.agent_leaves(after=0.0, name="agent-1")
+    state.resources()
+    state.agent_leaves(after=0.3, name="agent-1")
+    state.resources()
+    state.agent_holds(after=0.05, hold=True, name="web-3", via="server")
+    state.resources()
+    state.keys_pressed(after=0.0, digits="11", who="caller")
+    state.resources()
+    state.agent_takes_call(name="web-3", talk_for=1.0)
+    state.teardown()
 
 
 CallModel.TestCase.settings = settings(
