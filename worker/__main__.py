@@ -7,6 +7,7 @@ python -m worker desk token --agent A --store S   (an agent's token, for local u
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -38,7 +39,22 @@ def _check_livekit_env(argv: list[str]) -> None:
         _fail(f"LIVEKIT_URL: must start with ws://, wss://, http:// or https:// (got {url!r})")
 
 
+def enable_fault_stacks() -> None:
+    """On a fatal signal (SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL) write every
+    thread's Python stack to stderr before the process dies.
+
+    Under the thread executor every call of a worker shares one process, so
+    a fault in the SDK's native code (a heap-corruption abort, RELIABILITY.md)
+    ends them all; without this the log holds one line from glibc and nothing
+    about what the calls were doing. livekit-agents does the same in its job
+    processes (the process executor), not in a worker that runs jobs in
+    threads. The standard library's handler, not ours: it is async-signal-safe."""
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
+
+
 def main(argv: list[str]) -> None:
+    enable_fault_stacks()
     cmd = argv[1] if len(argv) > 1 else ""
     # livekit-agents watches every job's event loop for blocking: a watchdog
     # thread and a heartbeat, each waking every 20-50 ms per call, whatever

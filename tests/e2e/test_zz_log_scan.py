@@ -24,6 +24,16 @@ REPO_RUN = Path(__file__).resolve().parents[2] / ".devstack" / "run"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 # A +number anywhere in a text (searches the logs for numbers left unmasked).
 NUMBER_IN_TEXT = re.compile(r"\+\d{7,15}")
+# What a process that died of a native fault leaves in its log: Python's fault
+# handler (worker/__main__.py enables it), glibc's heap checks, a Rust panic
+# that cannot unwind. Anchored at a line's start: the worker's own log lines
+# are JSON objects and never match.
+NATIVE_FAULT = re.compile(
+    r"^(?:Fatal Python error: .*|(?:malloc|free|realloc|munmap_chunk|malloc_consolidate)"
+    r"\(\): .*|double free or corruption.*|corrupted size vs\. prev_size.*"
+    r"|.*panic in a function that cannot unwind.*)$",
+    re.M,
+)
 
 
 def test_no_secret_or_unmasked_number_in_any_worker_log(lk_env):
@@ -50,6 +60,24 @@ def test_no_secret_or_unmasked_number_in_any_worker_log(lk_env):
     assert logs, "the e2e run started workers"
     assert callers, f"the e2e run dialled calls, and recorded their caller numbers ({dialled.ENV})"
     assert found == {"api secret": [], "jwt": [], "unmasked number": [], "caller number": []}
+
+
+def test_no_worker_died_of_a_native_fault():
+    """Under the thread executor a fault in the SDK's native code ends every
+    call of the process at once (RELIABILITY.md); one in the run is a failure
+    of its own, named here with what the process's threads were doing, rather
+    than only the timeouts of the tests whose calls it ended."""
+    for w in STARTED:
+        archive(w)
+    faults = {}
+    for path, text in ARCHIVE:
+        m = NATIVE_FAULT.search(text)
+        if m:
+            faults[path] = text[m.start() : m.start() + 4000]
+    print(f"\nnative faults in {len(ARCHIVE)} worker logs: {len(faults)}")
+    for path, tail in faults.items():
+        print(f"--- {path}\n{tail}")
+    assert faults == {}, list(faults)
 
 
 def test_guardian_redispatched_only_the_killed_worker(lk_env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,37 @@ def test_cli_not_audio() -> None:
 def test_cli_missing_livekit_url_and_no_secret_echo() -> None:
     line = one_line_error(run_cli({"LIVEKIT_API_SECRET": "s3cr3t-value"}, "start"))
     assert "LIVEKIT_URL" in line and "s3cr3t-value" not in line
+
+
+# A worker's process aborting in native code (RELIABILITY.md: a heap-corruption
+# abort in the SDK) must leave each thread's Python stack in its log: under the
+# thread executor every held call is a thread of that process.
+ABORT_IN_A_CALL = """
+import os, threading, time
+from worker.__main__ import main
+try:
+    main(["worker", "provision", "--help"])
+except SystemExit:
+    pass
+def a_held_call():
+    time.sleep(30)
+threading.Thread(target=a_held_call, daemon=True).start()
+time.sleep(0.3)
+os.abort()
+"""
+
+
+def test_a_native_abort_leaves_every_threads_python_stack() -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HOLD_", "LIVEKIT_"))}
+    base.pop("PYTHONFAULTHANDLER", None)
+    p = subprocess.run(
+        [sys.executable, "-c", ABORT_IN_A_CALL],
+        cwd=REPO,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == -signal.SIGABRT, p.stderr
+    assert "Fatal Python error: Aborted" in p.stderr, p.stderr
+    assert "a_held_call" in p.stderr, p.stderr  # the other thread's stack too
