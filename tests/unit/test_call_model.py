@@ -50,6 +50,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, settings
@@ -935,80 +936,71 @@ async def _call(fn: object, *args: object) -> None:
     fn(*args)  # type: ignore[operator]
 
 
+def replay(start: dict[str, Any], steps: list[tuple[str, dict[str, Any]]]) -> None:
+    """A history as hypothesis runs it: `start`, then each rule by name with
+    its arguments, the invariants after every one, and the teardown."""
+    state = CallModel()
+    try:
+        state.start(**start)
+        state.resources()
+        for rule_name, args in steps:
+            getattr(state, rule_name)(**args)
+            state.resources()
+    finally:
+        state.teardown()
+
+
 def test_an_agent_talking_while_a_confirmed_callback_says_goodbye() -> None:
     """A history CI's fixed examples drew (clean clone of 35f0e1c): the caller
     confirms a callback at 18.98 s and an agent goes live 10 ms later. The
     end is decided and the goodbye is said over the music, then the caller is
     hung up; the model expected silence under the agent 1 s after, while the
     goodbye was still due (the model, not the worker, was wrong)."""
-    state = CallModel()
-    state.start(
-        max_wait_action="transfer",
-        resolve_fails=False,
-        settle=0.5,
-        no_agents_action="hangup",
-        options="all",
-        media_action="none",
-        leave=False,
-        max_wait=0.0,
-        publish_delay=0.0,
-        publish_failures=0,
-        signed_in=0,
-        early_caller="after_start",
-        quiet=5.0,
-        resolve_delay=0.0,
+    replay(
+        {
+            "max_wait_action": "transfer",
+            "resolve_fails": False,
+            "settle": 0.5,
+            "no_agents_action": "hangup",
+            "options": "all",
+            "media_action": "none",
+            "leave": False,
+            "max_wait": 0.0,
+            "publish_delay": 0.0,
+            "publish_failures": 0,
+            "signed_in": 0,
+            "early_caller": "after_start",
+            "quiet": 5.0,
+            "resolve_delay": 0.0,
+        },
+        [
+            ("agent_holds", {"after": 0.05, "hold": True, "name": "agent-1", "via": "agent"}),
+            ("player_dies", {}),
+            ("player_dies", {}),
+            ("agent_joins", {"after": 0.15, "name": "web-3", "publish": "muted"}),
+            ("agent_leaves", {"after": 0.0, "name": "agent-1"}),
+            ("agent_leaves", {"after": 0.15, "name": "agent-1"}),
+            ("agent_blips", {"after": 0.0, "live_for": 0.05, "name": "web-3", "then": "none"}),
+            ("agent_joins", {"after": 0.0, "name": "web-3", "publish": "none"}),
+            ("agent_takes_call", {"name": "agent-1", "talk_for": 8.0}),
+            ("keys_pressed", {"after": 0.15, "digits": "11", "who": "caller"}),
+            ("agent_leaves", {"after": 0.05, "name": "agent-1"}),
+            ("player_dies", {}),
+            ("agent_takes_call", {"name": "agent-1", "talk_for": 8.0}),
+            ("agent_joins", {"after": 0.3, "name": "agent-1", "publish": "none"}),
+            ("agent_takes_call", {"name": "agent-1", "talk_for": 1.0}),
+            ("agent_joins", {"after": 0.0, "name": "web-3", "publish": "live"}),
+            ("agent_takes_call", {"name": "agent-1", "talk_for": 1.0}),
+            ("player_dies", {}),
+            ("agent_joins", {"after": 0.0, "name": "web-3", "publish": "none"}),
+            ("player_dies", {}),
+            ("agent_leaves", {"after": 0.0, "name": "agent-1"}),
+            ("agent_leaves", {"after": 0.3, "name": "agent-1"}),
+            ("agent_holds", {"after": 0.05, "hold": True, "name": "web-3", "via": "server"}),
+            ("keys_pressed", {"after": 0.0, "digits": "11", "who": "caller"}),
+            ("agent_takes_call", {"name": "web-3", "talk_for": 1.0}),
+        ],
     )
-    state.resources()
-    state.agent_holds(after=0.05, hold=True, name="agent-1", via="agent")
-    state.resources()
-    state.player_dies()
-    state.resources()
-    state.player_dies()
-    state.resources()
-    state.agent_joins(after=0.15, name="web-3", publish="muted")
-    state.resources()
-    state.agent_leaves(after=0.0, name="agent-1")
-    state.resources()
-    state.agent_leaves(after=0.15, name="agent-1")
-    state.resources()
-    state.agent_blips(after=0.0, live_for=0.05, name="web-3", then="none")
-    state.resources()
-    state.agent_joins(after=0.0, name="web-3", publish="none")
-    state.resources()
-    state.agent_takes_call(name="agent-1", talk_for=8.0)
-    state.resources()
-    state.keys_pressed(after=0.15, digits="11", who="caller")
-    state.resources()
-    state.agent_leaves(after=0.05, name="agent-1")
-    state.resources()
-    state.player_dies()
-    state.resources()
-    state.agent_takes_call(name="agent-1", talk_for=8.0)
-    state.resources()
-    state.agent_joins(after=0.3, name="agent-1", publish="none")
-    state.resources()
-    state.agent_takes_call(name="agent-1", talk_for=1.0)
-    state.resources()
-    state.agent_joins(after=0.0, name="web-3", publish="live")
-    state.resources()
-    state.agent_takes_call(name="agent-1", talk_for=1.0)
-    state.resources()
-    state.player_dies()
-    state.resources()
-    state.agent_joins(after=0.0, name="web-3", publish="none")
-    state.resources()
-    state.player_dies()
-    state.resources()
-    state.agent_leaves(after=0.0, name="agent-1")
-    state.resources()
-    state.agent_leaves(after=0.3, name="agent-1")
-    state.resources()
-    state.agent_holds(after=0.05, hold=True, name="web-3", via="server")
-    state.resources()
-    state.keys_pressed(after=0.0, digits="11", who="caller")
-    state.resources()
-    state.agent_takes_call(name="web-3", talk_for=1.0)
-    state.teardown()
 
 
 CallModel.TestCase.settings = settings(
