@@ -8,7 +8,6 @@ python -m worker desk token --agent A --store S   (an agent's token, for local u
 from __future__ import annotations
 
 import faulthandler
-import logging
 import os
 import sys
 
@@ -84,7 +83,7 @@ def main(argv: list[str]) -> None:
         from .desk import main as desk_main
 
         raise SystemExit(desk_main(argv[2:], settings))
-    from .server import build_server, catalog
+    from .server import build_server, catalog, leave_now
 
     try:
         stores = catalog().load()  # every store's audio decoded: a broken file stops us here
@@ -122,15 +121,10 @@ def main(argv: list[str]) -> None:
     from livekit.agents import cli
 
     cli.run_app(build_server(settings))
-    # run_app returns after the drain and the worker's shutdown: nothing is
-    # left to clean up. Leave without the interpreter's finalization, during
-    # which the SDK's native threads may still call into Python and abort the
-    # process (SIGABRT, "panic in a function that cannot unwind" from a tokio
-    # thread: seen once in CI right after a clean drain, exit -6 instead of 0).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    # run_app returns after the worker's shutdown: nothing is left to clean
+    # up, and the interpreter's finalization is a window for the SDK's native
+    # threads to abort the process (leave_now).
+    leave_now(0)
 
 
 if __name__ == "__main__":

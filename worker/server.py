@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from functools import cache
 
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
@@ -17,6 +19,35 @@ logger = logging.getLogger("hold-worker")
 # The server of this process (thread executor: the calls run beside it), so a
 # call can tell when the worker is draining.
 _server: AgentServer | None = None
+
+
+def leave_now(code: int = 0) -> None:
+    """End the process without the interpreter's finalization, the logs flushed.
+
+    Once nothing is left to close, finishing normally only gives the SDK's
+    native threads a window to abort the process (SIGABRT, "panic in a function
+    that cannot unwind" from a tokio thread: RELIABILITY.md), which turns a
+    clean drain into exit -6."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class HoldServer(AgentServer):
+    async def aclose(self) -> None:
+        """After a completed drain (SIGTERM, every call ended or handed over)
+        there is nothing left whose closing matters: the job runners are idle,
+        LiveKit drops the worker when its connection closes, the health and
+        metrics ports close with the process. livekit-agents' own shutdown
+        tears down the SDK's native side, where the abort above was seen, so
+        the process leaves at once. A drain that timed out (calls still held)
+        or a shutdown without a drain (dev mode) closes as usual: the calls
+        are ended and marked for a guardian there."""
+        if self.draining and not self.active_jobs:
+            logger.info("drained: no call left, leaving")
+            leave_now(0)
+        await super().aclose()
 
 
 def draining() -> bool:
@@ -90,7 +121,7 @@ def build_server(s: Settings) -> AgentServer:
         # on the host must not make the worker refuse calls.
         return len(server.active_jobs) / s.max_calls
 
-    server = AgentServer(
+    server = HoldServer(
         job_executor_type=(
             JobExecutorType.THREAD if s.executor == "thread" else JobExecutorType.PROCESS
         ),

@@ -201,3 +201,7 @@ def test_image_worker_drains_on_sigterm(image_worker: WorkerProcess) -> None:
     print(f"image worker: SIGTERM -> exit {code} in {took:.1f} s (no call held)")
     assert code == 0
     assert "draining worker" in image_worker.messages()
+    # the drain done, the process leaves before livekit-agents' shutdown
+    # (worker/server.py HoldServer)
+    assert "drained: no call left, leaving" in image_worker.messages()
+    assert "shutting down worker" not in image_worker.messages()

@@ -157,6 +157,8 @@ async def test_sigterm_drains_held_call_until_handed_over(lk_env, lkapi, work_di
         # caller hangs up: a rolling update does not wait for conversations
         assert code == 0 and agent_at + 3.0 < exit_at < a.ended_at
         assert "draining worker" in w.messages()
+        assert "drained: no call left, leaving" in w.messages()
+        assert "shutting down worker" not in w.messages()
     finally:
         if agent is not None:
             await agent.leave()
