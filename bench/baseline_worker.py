@@ -21,7 +21,9 @@ refuse the calls being measured.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -30,6 +32,12 @@ from livekit.agents import AgentServer, AutoSubscribe, JobContext, cli
 from livekit.agents.voice.background_audio import AudioConfig, BackgroundAudioPlayer
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every thread's Python stack in the log on SIGUSR1 (the process goes on), as
+# in our worker: the benchmark asks a worker that did not exit after its drain
+# what it was doing. At import, so that job processes (which import this
+# module for the entrypoint) answer too.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 HOLD_FILE = os.environ.get("BENCH_HOLD_AUDIO", str(REPO / "assets" / "hold-default.flac"))
 
 

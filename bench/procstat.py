@@ -46,6 +46,30 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def describe(pid: int) -> str:
+    """A process's state letter (R, S, D, Z, T...) and command line, or "gone"."""
+    f = _stat_fields(pid)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as c:
+            cmd = c.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    return f"{f[0]} {cmd}" if f else "gone"
+
+
+def catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for `sig` (/proc's SigCgt mask): a
+    signal whose default action is to end a process is sent only to those."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
 @dataclass
 class TreeSample:
     """Per-pid (own ticks, reaped children's ticks) of a process tree at one moment."""

@@ -56,7 +56,7 @@ from bench.analysis import analyse
 from harness import stack
 from harness.agents import HumanAgent
 from harness.analysis import hold_reference_8k, write_tone_wav
-from harness.rooms import AGENT, caller_number, rooms_with_callers
+from harness.rooms import AGENT, caller_number, participants, rooms_with_callers
 from harness.stack import (
     WorkerProcess,
     die_with_parent,
@@ -68,6 +68,9 @@ from harness.stack import (
 from worker.protocol import SIP_CALL_STATUS
 
 REPO = Path(__file__).resolve().parents[1]
+# How long a drained worker may take to exit after its last call is hung up
+# before the run records it as not exited (and why: why_not_exited).
+DRAIN_EXIT_WAIT_S = 60.0
 KINDS = ("ours", "baseline")
 NUMBER = {"ours": "+15550301", "baseline": "+15550302"}
 PREFIX = {"ours": "bo-", "baseline": "bb-"}
@@ -181,6 +184,42 @@ async def wait_answered(
             break  # the rest have given up
         await asyncio.sleep(0.5)
     return time.time()
+
+
+async def why_not_exited(lk: api.LiveKitAPI, w: WorkerProcess, calls: list[Call]) -> dict[str, Any]:
+    """What a worker still running DRAIN_EXIT_WAIT_S after its last call was
+    hung up was doing: who is left in the drained calls' rooms (a caller that
+    never left keeps a drain waiting; an empty room does not), its processes,
+    and every thread's Python stack (SIGUSR1: both workers register
+    faulthandler for it) at the end of its log, whose tail is kept here
+    because the work directory is not."""
+    rooms: dict[str, list[str]] = {}
+    callers_left = True
+    for c in calls:
+        if not c.room:
+            continue
+        try:
+            parts = await participants(lk, c.room)
+        except Exception as e:  # the room's listing is evidence, not the run
+            rooms[c.room] = [f"not listed: {e!r}"]
+            callers_left = False
+            continue
+        rooms[c.room] = [f"{p.identity} ({api.ParticipantInfo.Kind.Name(p.kind)})" for p in parts]
+        callers_left = callers_left and not any(caller_number(p) for p in parts)
+    tree = procstat.descendants(w.proc.pid)
+    processes = {pid: procstat.describe(pid) for pid in tree}
+    for pid in tree:
+        if procstat.catches(pid, signal.SIGUSR1):  # not the forkserver: it would die
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+            await asyncio.sleep(0.5)  # one process's stacks at a time in the shared log
+    return {
+        "waited_s": DRAIN_EXIT_WAIT_S,
+        "callers_left": callers_left,
+        "rooms": rooms,
+        "processes": processes,
+        "log_tail": w.text().splitlines()[-120:],
+    }
 
 
 async def hang_up(calls: list[Call], timeout: float = 30.0) -> None:
@@ -337,7 +376,7 @@ async def measure(
                 t_hang = time.time()
                 await hang_up(calls)
                 t_exit = None
-                deadline = time.monotonic() + 60
+                deadline = time.monotonic() + DRAIN_EXIT_WAIT_S
                 while time.monotonic() < deadline:
                     if w.proc.poll() is not None:
                         t_exit = time.time()
@@ -351,6 +390,8 @@ async def measure(
                     "exit_code": w.proc.returncode,
                     "held_for_s": t_hang - t_term,
                 }
+                if t_exit is None:
+                    out["drain"]["not_exited"] = await why_not_exited(lk, w, calls)
                 log(f"{kind} N={n}: drain {out['drain']}")
                 for c in calls:
                     jobs.append(
@@ -432,6 +473,8 @@ def summarise(run: dict[str, Any], per_call: list[dict[str, Any]]) -> dict[str, 
             drain_alive_at_hangup=d["alive_at_hangup"],
             drain_held_for_s=d["held_for_s"],
             drain_calls_cut=len(cut),
+            drain_not_exited_after_s=d.get("not_exited", {}).get("waited_s"),
+            drain_callers_left=d.get("not_exited", {}).get("callers_left"),
             drain_gap_share=(
                 sum(c["gap_seconds"] or 0.0 for c in drain)
                 / max(1e-9, sum(c["hold_seconds"] or 0.0 for c in drain))
@@ -578,7 +621,12 @@ def markdown_table(results: dict[str, Any], sizes: list[int]) -> str:
                     if isinstance(ov, (int, float)) and isinstance(bv, (int, float)) and bv
                     else "-"
                 )
-            lines.append(f"| {n} | {label} | {_fmt(ov, unit)} | {_fmt(bv, unit)} | {ratio} |")
+            cells = [_fmt(ov, unit), _fmt(bv, unit)]
+            if key in ("drain_sigterm_to_exit_s", "drain_hangup_to_exit_s"):
+                for i, side in enumerate((o, b)):
+                    if side.get(key) is None and side.get("drain_not_exited_after_s"):
+                        cells[i] = f"not within {side['drain_not_exited_after_s']:.0f} s"
+            lines.append(f"| {n} | {label} | {cells[0]} | {cells[1]} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

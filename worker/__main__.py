@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import signal
 import sys
 
 from .catalog import CatalogError
@@ -47,9 +48,14 @@ def enable_fault_stacks() -> None:
     ends them all; without this the log holds one line from glibc and nothing
     about what the calls were doing. livekit-agents does the same in its job
     processes (the process executor), not in a worker that runs jobs in
-    threads. The standard library's handler, not ours: it is async-signal-safe."""
+    threads. The standard library's handler, not ours: it is async-signal-safe.
+
+    SIGUSR1 writes the same stacks and the process goes on: a worker that
+    hangs (a drain that never ends) can be asked what it is doing with
+    `kill -USR1 <pid>`; the benchmark does so before it kills one."""
     if not faulthandler.is_enabled():
         faulthandler.enable(all_threads=True)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def main(argv: list[str]) -> None:

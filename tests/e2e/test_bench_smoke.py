@@ -1,6 +1,13 @@
 """`make bench` in small: the benchmark harness at N=2 for both workers, short
 windows. Asserts only that every figure was produced (no timing bounds: the
-figures themselves are BENCHMARKS.md's business)."""
+figures themselves are BENCHMARKS.md's business).
+
+One figure may be a finding rather than a number: the baseline (stock
+livekit-agents) once did not exit within 60 s of its drain's last call ending
+(CI, 2026-11-29). The harness then records why (who was left in the rooms,
+its processes, every thread's stack) and the table says "not within 60 s";
+that passes only if every caller had left, so that the wait was the worker's
+own, and it prints the record. Our worker's exit is always required."""
 
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ FIGURES = (
     "drain_calls_cut",
     "machine_busy",
 )
+DRAIN_EXIT = ("drain_sigterm_to_exit_s", "drain_hangup_to_exit_s")
 
 
 def test_bench_harness_produces_every_figure(lk_env, tmp_path):
@@ -44,13 +52,18 @@ def test_bench_harness_produces_every_figure(lk_env, tmp_path):
         "--drain-hold", "1", "--json", str(out_json), "--md", str(out_md),
     ]  # fmt: skip
     env = {**os.environ, **lk_env}
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     doc = json.loads(out_json.read_text())
     for kind in ("ours", "baseline"):
         s = doc["results"][kind]["2"]
         assert "error" not in s, s
         missing = [f for f in FIGURES if s.get(f) is None]
+        if kind == "baseline" and s.get("drain_not_exited_after_s"):
+            record = doc["raw"][kind]["2"]["drain"]["not_exited"]
+            print(f"\n[bench] the baseline did not exit after its drain: {json.dumps(record)}")
+            assert record["callers_left"], record["rooms"]
+            missing = [f for f in missing if f not in DRAIN_EXIT]
         assert not missing, f"{kind}: no {missing}"
         assert s["answered"] == 2 and s["dead_air_n"] == 2 and s["handoff_n"] == 2, s
     table = out_md.read_text()

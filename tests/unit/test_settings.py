@@ -142,3 +142,32 @@ def test_a_native_abort_leaves_every_threads_python_stack() -> None:
     assert p.returncode == -signal.SIGABRT, p.stderr
     assert "Fatal Python error: Aborted" in p.stderr, p.stderr
     assert "a_held_call" in p.stderr, p.stderr  # the other thread's stack too
+
+
+# A worker that hangs (a drain that never ends) is asked what it is doing
+# with SIGUSR1: every thread's stack in its log, and it goes on running.
+STACKS_ON_SIGUSR1 = """
+import os, signal, threading, time
+from worker.__main__ import enable_fault_stacks
+enable_fault_stacks()
+def a_hung_drain():
+    time.sleep(30)
+threading.Thread(target=a_hung_drain, daemon=True).start()
+time.sleep(0.3)
+os.kill(os.getpid(), signal.SIGUSR1)
+time.sleep(0.3)
+print("still running")
+"""
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_worker_goes_on() -> None:
+    p = subprocess.run(
+        [sys.executable, "-c", STACKS_ON_SIGUSR1],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "still running", p.stdout
+    assert "a_hung_drain" in p.stderr, p.stderr
