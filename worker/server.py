@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 from functools import cache
+from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
+from livekit.agents.ipc.job_proc_executor import ProcJobExecutor
+from livekit.agents.ipc.job_thread_executor import ThreadJobExecutor
 
 from . import logmask
 from .call import CallSession
@@ -32,6 +36,33 @@ def leave_now(code: int = 0) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _join_yields_first(cls: Any) -> None:
+    """livekit-agents 1.8.9's drain waits for its jobs in a loop that calls
+    each job executor's `join()` until the process pool has dropped every
+    executor with a job. A job process that has just ended joins without
+    giving the event loop a turn, and the pool drops it only on the loop's
+    next turn: when two calls end at once (both callers hang up together),
+    the drain loops on the second one for ever, at 100 % CPU, and not even
+    the drain timeout can fire (RELIABILITY.md; the benchmark's baseline, a
+    stock worker, hung so; `tests/unit/test_drain_spin.py` reproduces it
+    with the real drain). Joining after one turn of the loop lets the pool
+    drop it. A wrapper, not a copy of their drain: the rest is theirs."""
+    join = cls.join
+
+    async def join_after_a_turn(self: Any) -> None:
+        await asyncio.sleep(0)
+        await join(self)
+
+    cls.join = join_after_a_turn
+
+
+# The process executor (HOLD_EXECUTOR=process) is where it was seen; the
+# thread executor's join takes a lock the pool holds until the job has ended,
+# so it already waits its turn, and one more turn costs it nothing.
+for _executor in (ProcJobExecutor, ThreadJobExecutor):
+    _join_yields_first(_executor)
 
 
 class HoldServer(AgentServer):

@@ -164,3 +164,43 @@ async def test_sigterm_drains_held_call_until_handed_over(lk_env, lkapi, work_di
             await agent.leave()
         if w.proc.poll() is None:
             stop_worker(w)
+
+
+async def test_process_executor_drain_ends_when_two_calls_end_together(lk_env, lkapi, work_dir):
+    """HOLD_EXECUTOR=process: two calls on hold, SIGTERM, both callers hang
+    up at the same moment; the worker exits. livekit-agents' own drain could
+    loop for ever here when both job processes end in one turn of the event
+    loop (tests/unit/test_drain_spin.py shows it deterministically; here the
+    two ends are only as close as two SIP callers make them)."""
+    hold = write_tone_wav(str(work_dir / "hold.wav"), HOLD_HZ, seconds=2.0, rate=16000)
+    w = start_worker(lk_env, work_dir, HOLD_AUDIO=hold, HOLD_EXECUTOR="process", HOLD_IDLE_JOBS="2")
+    try:
+        numbers = ("+15551252011", "+15551252012")
+        callers = await asyncio.gather(
+            *(
+                start_caller(lk_env, work_dir, n, [697.0], duration=9.0, tag=f"proc-{n[-2:]}")
+                for n in numbers
+            )
+        )
+        await asyncio.gather(*(held_by_worker(lkapi, n) for n in numbers))
+        await asyncio.sleep(1.0)
+        term_at = time.time()
+        w.proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(asyncio.wait_for(proc.wait(), 30) for proc, _rec, _res in callers))
+        heard = [CallerAudio.load(res) for _proc, _rec, res in callers]
+        last_end = max(a.ended_at for a in heard)
+        code = await asyncio.to_thread(w.proc.wait, 30)
+        exit_at = time.time()
+        during = [a.heard(HOLD_HZ, term_at + 0.2, a.ended_at - 0.2) for a in heard]
+        print(
+            f"\nprocess executor, SIGTERM with two calls on hold: hold heard "
+            f"{', '.join(f'{d:.0%}' for d in during)} of the drain; callers hung up "
+            f"{abs(heard[0].ended_at - heard[1].ended_at) * 1000:.0f} ms apart; worker exited "
+            f"({code}) {exit_at - last_end:.1f} s after the last hangup"
+        )
+        assert all(d > 0.9 for d in during)
+        assert code == 0 and exit_at - last_end < 15.0
+        assert "drained: no call left, leaving" in w.messages()
+    finally:
+        if w.proc.poll() is None:
+            stop_worker(w)
