@@ -66,6 +66,22 @@ for _executor in (ProcJobExecutor, ThreadJobExecutor):
 
 
 class HoldServer(AgentServer):
+    # The load one call adds (1 / HOLD_MAX_CALLS; build_server sets it).
+    per_call_load: float = 0.0
+
+    def _get_effective_load(self) -> float:
+        """livekit-agents 1.8.9 counts each job it has said yes to but not yet
+        started at an estimated load; with no call running it estimates
+        load_threshold / num_idle_processes (0.25 with HOLD_IDLE_JOBS=4), so
+        a replica with no call that is sent five calls at once (a dead
+        worker's, re-dispatched by the guardian) refuses the fifth ("no
+        workers with sufficient capacity"), and that caller is left in
+        silence (CI, 2026-11-30 01:56). Our load is exact, one call is
+        1 / HOLD_MAX_CALLS, so that is what a pending call counts."""
+        if not self.per_call_load:
+            return super()._get_effective_load()
+        return float(self._worker_load) + self._reserved_slots * self.per_call_load
+
     async def aclose(self) -> None:
         """After a completed drain (SIGTERM, every call ended or handed over)
         there is nothing left whose closing matters: the job runners are idle,
@@ -170,6 +186,7 @@ def build_server(s: Settings) -> AgentServer:
         # until this timeout.
         drain_timeout=s.drain_timeout_s,
     )
+    server.per_call_load = 1.0 / s.max_calls
     # agent_name set = explicit dispatch only: LiveKit sends us the rooms that a
     # dispatch rule (room_config.agents) or the API names us for, never others.
     server.rtc_session(entrypoint, agent_name=s.agent_name)
