@@ -66,8 +66,16 @@ for _executor in (ProcJobExecutor, ThreadJobExecutor):
 
 
 class HoldServer(AgentServer):
-    # The load one call adds (1 / HOLD_MAX_CALLS; build_server sets it).
-    per_call_load: float = 0.0
+    def __init__(self, *, max_calls: int, **kwargs: Any) -> None:
+        """Full at exactly `max_calls` calls (HOLD_MAX_CALLS)."""
+        self.per_call_load = 1.0 / max_calls
+        super().__init__(load_fnc=self._load_by_calls, load_threshold=1.0, **kwargs)
+
+    def _load_by_calls(self) -> float:
+        """Load is the share of HOLD_MAX_CALLS in use, not CPU: a held call
+        costs a steady, known amount, and CPU spikes from other processes on
+        the host must not make the worker refuse calls."""
+        return len(self.active_jobs) * self.per_call_load
 
     def _get_effective_load(self) -> float:
         """livekit-agents 1.8.9 counts each job it has said yes to but not yet
@@ -76,10 +84,8 @@ class HoldServer(AgentServer):
         a replica with no call that is sent five calls at once (a dead
         worker's, re-dispatched by the guardian) refuses the fifth ("no
         workers with sufficient capacity"), and that caller is left in
-        silence (CI, 2026-11-30 01:56). Our load is exact, one call is
-        1 / HOLD_MAX_CALLS, so that is what a pending call counts."""
-        if not self.per_call_load:
-            return super()._get_effective_load()
+        silence (CI, 2026-11-30 01:56). Our load is exact, so a pending call
+        counts what a running one does."""
         return float(self._worker_load) + self._reserved_slots * self.per_call_load
 
     async def aclose(self) -> None:
@@ -162,19 +168,12 @@ def _say_registry(s: Settings) -> None:
 
 
 def build_server(s: Settings) -> AgentServer:
-    def load_by_calls(server: AgentServer) -> float:
-        # Load is the share of HOLD_MAX_CALLS in use, not CPU: a held call
-        # costs a steady, known amount, and CPU spikes from other processes
-        # on the host must not make the worker refuse calls.
-        return len(server.active_jobs) / s.max_calls
-
     server = HoldServer(
+        max_calls=s.max_calls,
         job_executor_type=(
             JobExecutorType.THREAD if s.executor == "thread" else JobExecutorType.PROCESS
         ),
         setup_fnc=prewarm,
-        load_fnc=load_by_calls,
-        load_threshold=1.0,  # full at exactly max_calls active calls
         num_idle_processes=s.idle_jobs,
         host=s.http_host,
         port=s.http_port,
@@ -186,7 +185,6 @@ def build_server(s: Settings) -> AgentServer:
         # until this timeout.
         drain_timeout=s.drain_timeout_s,
     )
-    server.per_call_load = 1.0 / s.max_calls
     # agent_name set = explicit dispatch only: LiveKit sends us the rooms that a
     # dispatch rule (room_config.agents) or the API names us for, never others.
     server.rtc_session(entrypoint, agent_name=s.agent_name)

@@ -21,8 +21,7 @@ def pending(server: AgentServer, n: int) -> AgentServer:
 
 
 def test_five_calls_at_once_to_an_idle_replica_are_all_taken() -> None:
-    server = HoldServer(load_threshold=1.0, num_idle_processes=4, port=0)
-    server.per_call_load = 1.0 / 20  # HOLD_MAX_CALLS=20
+    server = HoldServer(max_calls=20, num_idle_processes=4, port=0)
     for n in range(20):
         assert pending(server, n)._is_available(), n
     assert not pending(server, 20)._is_available()
@@ -33,3 +32,9 @@ def test_the_stock_estimate_refuses_the_fifth() -> None:
     stock = AgentServer(load_threshold=1.0, num_idle_processes=4, port=0)
     assert pending(stock, 3)._is_available()
     assert not pending(stock, 4)._is_available()
+
+
+def test_load_is_the_share_of_max_calls_in_use() -> None:
+    server = HoldServer(max_calls=20, num_idle_processes=4, port=0)
+    server._proc_pool = SimpleNamespace(processes=[SimpleNamespace(running_job=j) for j in "ab"])
+    assert server._load_by_calls() == 2 / 20
